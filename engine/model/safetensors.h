@@ -1,0 +1,64 @@
+// Read-only access to safetensors files through mmap.
+//
+// A safetensors file is `<u64 LE header length><JSON header><data>`; the header maps tensor names
+// to {dtype, shape, data_offsets [begin, end)} relative to the start of the data section, plus an
+// optional "__metadata__" object. Open() validates everything before any byte of tensor data is
+// exposed: header length within the file, JSON well formed, known dtypes, non-negative shapes,
+// byte size == product(shape) * dtype size, offsets within the data section, no two tensors
+// overlapping. Whatever the file says, no accessor reads outside the mapping.
+#ifndef VG_ENGINE_MODEL_SAFETENSORS_H_
+#define VG_ENGINE_MODEL_SAFETENSORS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/dtype.h"
+
+namespace vg::engine {
+
+// A tensor inside a mapped file. `data` stays valid as long as the owning SafetensorsFile lives.
+struct TensorView {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const std::byte* data = nullptr;
+  size_t num_bytes = 0;
+  std::string file;  // file name (no directory) for error messages
+
+  int64_t NumElements() const;
+  // Element i widened to float32 (slow path for tests and small tensors).
+  float GetFloat(int64_t i) const;
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates `path`. NOT_FOUND if missing; INVALID_ARGUMENT (message names the file and,
+  // where one is at fault, the tensor) for every malformed header.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::filesystem::path& path);
+
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const std::filesystem::path& path() const { return path_; }
+  size_t file_size() const { return size_; }
+
+ private:
+  SafetensorsFile() = default;
+
+  std::filesystem::path path_;
+  void* mapping_ = nullptr;
+  size_t size_ = 0;
+  std::map<std::string, TensorView> tensors_;
+};
+
+}  // namespace vg::engine
+
+#endif  // VG_ENGINE_MODEL_SAFETENSORS_H_
