@@ -1,0 +1,110 @@
+#include "engine/runner/command_line.h"
+
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace vg::engine {
+
+absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv,
+                                               std::span<const FlagSpec> specs) {
+  CommandLine out;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (!absl::ConsumePrefix(&arg, "--") || arg.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", argv[i], "'"));
+    }
+    std::string_view name = arg;
+    std::optional<std::string_view> value;
+    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    const FlagSpec* spec = nullptr;
+    for (const FlagSpec& s : specs) {
+      if (s.name == name) spec = &s;
+    }
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    if (out.values_.count(std::string(name)) > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " given more than once"));
+    }
+    if (!spec->takes_value) {
+      if (value.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
+      }
+      out.values_[std::string(name)] = "";
+      continue;
+    }
+    if (!value.has_value()) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    out.values_[std::string(name)] = std::string(*value);
+  }
+  return out;
+}
+
+std::optional<std::string> CommandLine::GetString(std::string_view name) const {
+  auto it = values_.find(std::string(name));
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<int64_t> CommandLine::GetInt(std::string_view name, int64_t default_value,
+                                            int64_t min, int64_t max) const {
+  auto text = GetString(name);
+  if (!text.has_value()) return default_value;
+  int64_t value;
+  if (!absl::SimpleAtoi(*text, &value) || value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer in [", min,
+                                                   ", ", max, "], got '", *text, "'"));
+  }
+  return value;
+}
+
+absl::StatusOr<uint64_t> CommandLine::GetUint64(std::string_view name,
+                                                uint64_t default_value) const {
+  auto text = GetString(name);
+  if (!text.has_value()) return default_value;
+  uint64_t value;
+  if (!absl::SimpleAtoi(*text, &value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a non-negative integer, got '", *text, "'"));
+  }
+  return value;
+}
+
+absl::StatusOr<double> CommandLine::GetDouble(std::string_view name, double default_value) const {
+  auto text = GetString(name);
+  if (!text.has_value()) return default_value;
+  double value;
+  if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a finite number, got '", *text, "'"));
+  }
+  return value;
+}
+
+absl::StatusOr<std::vector<int32_t>> CommandLine::GetIntList(std::string_view name) const {
+  std::vector<int32_t> out;
+  auto text = GetString(name);
+  if (!text.has_value()) return out;
+  for (std::string_view part : absl::StrSplit(*text, ',')) {
+    int32_t value;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name, " must be a comma-separated list of integers, got '", part, "'"));
+    }
+    out.push_back(value);
+  }
+  return out;
+}
+
+}  // namespace vg::engine

@@ -1,0 +1,153 @@
+// decode_benchmark: single-stream decode speed of the CPU backend next to the machine's memory
+// bandwidth, both measured in the same run (so the ratio is meaningful on a shared, noisy machine).
+//
+//   decode_benchmark --model DIR [--prompt-len 16] [--steps 32] [--threads 0]
+//
+// Decode is memory bound: each step reads every weight once (the tied embedding once, as the LM
+// head). The roofline is bandwidth / bytes-per-step; the report gives tokens/s and its fraction.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/kv/block_pool.h"
+#include "engine/model/checkpoint.h"
+#include "engine/runner/command_line.h"
+
+namespace vg::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Best-of-N read bandwidth over a buffer much larger than the caches, `threads` readers.
+double MeasureReadBandwidth(int threads, size_t bytes) {
+  std::vector<uint64_t> buffer(bytes / sizeof(uint64_t));
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = i * 0x9e3779b97f4a7c15ull;
+  std::vector<uint64_t> sinks(static_cast<size_t>(threads) * 8);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto start = Clock::now();
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        const size_t begin = buffer.size() * t / threads, end = buffer.size() * (t + 1) / threads;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (size_t i = begin; i + 4 <= end; i += 4) {
+          a += buffer[i];
+          b += buffer[i + 1];
+          c += buffer[i + 2];
+          d += buffer[i + 3];
+        }
+        sinks[static_cast<size_t>(t) * 8] = a ^ b ^ c ^ d;
+      });
+    }
+    for (auto& w : workers) w.join();
+    best = std::max(best, static_cast<double>(bytes) / Seconds(Clock::now() - start));
+  }
+  if (std::accumulate(sinks.begin(), sinks.end(), uint64_t{0}) == 42) std::cout << "";
+  return best;
+}
+
+int Run(int argc, char** argv) {
+  static constexpr engine::FlagSpec kFlags[] = {
+      {"model"}, {"prompt-len"}, {"steps"}, {"threads"}};
+  auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
+  if (!cl.ok() || !cl->Has("model")) {
+    std::cerr << "usage: decode_benchmark --model DIR [--prompt-len N] [--steps N] [--threads N]\n";
+    return 2;
+  }
+  auto prompt_len = cl->GetInt("prompt-len", 16, 1, 1 << 20);
+  auto steps = cl->GetInt("steps", 32, 1, 1 << 20);
+  auto threads_flag = cl->GetInt("threads", 0, 0, 1024);
+  if (!prompt_len.ok() || !steps.ok() || !threads_flag.ok()) {
+    std::cerr << "decode_benchmark: bad flag value\n";
+    return 2;
+  }
+  const int threads = *threads_flag > 0 ? static_cast<int>(*threads_flag)
+                                        : static_cast<int>(std::thread::hardware_concurrency());
+
+  auto checkpoint = engine::Checkpoint::Open(*cl->GetString("model"));
+  if (!checkpoint.ok()) {
+    std::cerr << "decode_benchmark: " << checkpoint.status().message() << "\n";
+    return 2;
+  }
+  const engine::ModelConfig& config = (*checkpoint)->config();
+  if (*prompt_len + *steps > config.max_position_embeddings) {
+    std::cerr << "decode_benchmark: prompt-len + steps exceeds the context\n";
+    return 2;
+  }
+  auto backend = engine::CpuBackend::Create(**checkpoint, {.num_threads = threads});
+  if (!backend.ok()) {
+    std::cerr << "decode_benchmark: " << backend.status().message() << "\n";
+    return 1;
+  }
+  const size_t weight_bytes = (*checkpoint)->WeightBytes();
+
+  std::cout << absl::StrFormat("model: %s (%.2f GiB of weights), %d threads\n",
+                               (*checkpoint)->dir().string(), weight_bytes / 1073741824.0, threads);
+  const double bw_all = MeasureReadBandwidth(threads, size_t{1} << 30);
+  const double bw_one = MeasureReadBandwidth(1, size_t{1} << 30);
+  std::cout << absl::StrFormat("memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n",
+                               bw_all / 1e9, threads, bw_one / 1e9);
+
+  auto pool = engine::BlockPool::Create((*backend)->num_blocks());
+  std::vector<int32_t> blocks;
+  const int64_t total = *prompt_len + *steps;
+  while (static_cast<int64_t>(blocks.size()) * (*backend)->block_size() < total) {
+    blocks.push_back(*pool->Allocate());
+  }
+  std::vector<int32_t> tokens(*prompt_len);
+  for (int64_t i = 0; i < *prompt_len; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 3) % config.vocab_size);
+  engine::Logits logits;
+  engine::BatchPlan plan;
+  plan.entries.push_back({.token_ids = tokens, .start_position = 0, .block_table = blocks});
+  auto start = Clock::now();
+  if (auto s = (*backend)->Forward(plan, &logits); !s.ok()) {
+    std::cerr << "decode_benchmark: " << s.message() << "\n";
+    return 1;
+  }
+  const double prefill_s = Seconds(Clock::now() - start);
+
+  std::vector<double> step_seconds;
+  int32_t position = static_cast<int32_t>(*prompt_len);
+  std::vector<int32_t> next(1);
+  for (int64_t step = 0; step < *steps; ++step) {
+    next[0] = static_cast<int32_t>(std::max_element(logits.values.begin(), logits.values.end()) -
+                                   logits.values.begin());
+    plan.entries[0].token_ids = next;
+    plan.entries[0].start_position = position++;
+    start = Clock::now();
+    if (auto s = (*backend)->Forward(plan, &logits); !s.ok()) {
+      std::cerr << "decode_benchmark: " << s.message() << "\n";
+      return 1;
+    }
+    step_seconds.push_back(Seconds(Clock::now() - start));
+  }
+  std::sort(step_seconds.begin(), step_seconds.end());
+  const double median = step_seconds[step_seconds.size() / 2];
+  const double tokens_per_s = 1.0 / median;
+  const double roofline = bw_all / static_cast<double>(weight_bytes);
+  std::cout << absl::StrFormat("prefill: %lld tokens in %.3f s (%.1f tokens/s)\n",
+                               static_cast<long long>(*prompt_len), prefill_s,
+                               *prompt_len / prefill_s);
+  std::cout << absl::StrFormat(
+      "decode: %lld steps, median %.1f ms/token = %.2f tokens/s; effective weight bandwidth "
+      "%.1f GB/s\n",
+      static_cast<long long>(*steps), median * 1e3, tokens_per_s, weight_bytes / median / 1e9);
+  std::cout << absl::StrFormat(
+      "roofline at %.1f GB/s: %.2f tokens/s; achieved %.0f%% of the roofline\n", bw_all / 1e9,
+      roofline, 100.0 * tokens_per_s / roofline);
+  return 0;
+}
+
+}  // namespace
+}  // namespace vg::tools
+
+int main(int argc, char** argv) { return vg::tools::Run(argc, argv); }
