@@ -42,8 +42,12 @@ struct ModelWeights {
 class Checkpoint {
  public:
   // Opens a checkpoint directory. NOT_FOUND when the directory, config.json or the weights are
-  // missing; INVALID_ARGUMENT for a malformed config, index or safetensors file, a missing tensor or
-  // a tensor whose shape disagrees with the config.
+  // missing; INVALID_ARGUMENT for a malformed config, index or safetensors file, a missing tensor
+  // or a tensor whose shape disagrees with the config. Also INVALID_ARGUMENT: a shard name in the
+  // index that is not a plain file name in `dir`, a tensor the index lists but its shard lacks, and
+  // any `model.layers.*` tensor the forward pass would not read (Gemma 2 post-norms, biases with
+  // attention_bias false, layers beyond num_hidden_layers): such a file is not what config.json
+  // describes. Other extra tensors are ignored.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::filesystem::path& dir);
 
   Checkpoint(const Checkpoint&) = delete;
@@ -52,7 +56,7 @@ class Checkpoint {
   const std::filesystem::path& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  // Total bytes of all mapped tensor data the weight table refers to.
+  // Total bytes of all mapped tensor data the weight table refers to (a tied lm_head counted once).
   size_t WeightBytes() const;
 
  private:

@@ -45,8 +45,8 @@ struct ModelConfig {
   bool tie_word_embeddings = true;
   int64_t bos_token_id = 2;
   std::vector<int64_t> eos_token_ids = {1};  // `eos_token_id` may be an int or a list
-  int64_t pad_token_id = 0;
-  std::optional<DType> torch_dtype;  // `dtype` or `torch_dtype`, when present
+  int64_t pad_token_id = 0;                  // -1 when config.json says null (no padding token)
+  std::optional<DType> torch_dtype;          // `dtype` or `torch_dtype`, when present
 
   // Query heads per KV head (grouped-query attention).
   int64_t QueriesPerKvHead() const { return num_attention_heads / num_key_value_heads; }
@@ -55,7 +55,10 @@ struct ModelConfig {
 
 // Parses config.json text. Errors are INVALID_ARGUMENT and name the offending field, e.g.
 // "config.json: num_attention_heads (8) is not divisible by num_key_value_heads (3)".
-// `source` names the file in messages.
+// `source` names the file in messages. Strict where the numerics would change: integers must be
+// JSON integers, RoPE must be "default" (rope_theta top-level or in rope_parameters; they must
+// agree when both are given), hidden_activation must be gelu_pytorch_tanh, soft caps > 0 or null,
+// sizes positive and at most 2^24. Unknown keys (architectures, hidden_act, ...) are ignored.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
                                              std::string_view source = "config.json");
 

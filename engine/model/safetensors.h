@@ -23,6 +23,8 @@
 namespace vg::engine {
 
 // A tensor inside a mapped file. `data` stays valid as long as the owning SafetensorsFile lives.
+// `data` has no alignment guarantee (the header length need not be a multiple of 8): read it with
+// memcpy or copy it out before using aligned loads. Empty tensors have num_bytes == 0.
 struct TensorView {
   std::string name;
   DType dtype = DType::kF32;

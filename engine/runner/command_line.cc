@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 
 namespace vg::engine {
@@ -13,13 +14,14 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
                                                std::span<const FlagSpec> specs) {
   CommandLine out;
   for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (!absl::ConsumePrefix(&arg, "--") || arg.empty()) {
+    std::string arg = argv[i];
+    if (arg.size() <= 2 || arg.compare(0, 2, "--") != 0) {
       return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", argv[i], "'"));
     }
-    std::string_view name = arg;
-    std::optional<std::string_view> value;
-    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
+    arg.erase(0, 2);
+    std::string name = arg;
+    std::optional<std::string> value;
+    if (size_t eq = arg.find('='); eq != std::string::npos) {
       name = arg.substr(0, eq);
       value = arg.substr(eq + 1);
     }
@@ -30,14 +32,14 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
     if (spec == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
-    if (out.values_.count(std::string(name)) > 0) {
+    if (out.values_.count(name) > 0) {
       return absl::InvalidArgumentError(absl::StrCat("flag --", name, " given more than once"));
     }
     if (!spec->takes_value) {
       if (value.has_value()) {
         return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
       }
-      out.values_[std::string(name)] = "";
+      out.values_[name] = "";
       continue;
     }
     if (!value.has_value()) {
@@ -46,18 +48,18 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
       }
       value = argv[++i];
     }
-    out.values_[std::string(name)] = std::string(*value);
+    out.values_[name] = *value;
   }
   return out;
 }
 
-std::optional<std::string> CommandLine::GetString(std::string_view name) const {
+std::optional<std::string> CommandLine::GetString(const std::string& name) const {
   auto it = values_.find(std::string(name));
   if (it == values_.end()) return std::nullopt;
   return it->second;
 }
 
-absl::StatusOr<int64_t> CommandLine::GetInt(std::string_view name, int64_t default_value,
+absl::StatusOr<int64_t> CommandLine::GetInt(const std::string& name, int64_t default_value,
                                             int64_t min, int64_t max) const {
   auto text = GetString(name);
   if (!text.has_value()) return default_value;
@@ -69,7 +71,7 @@ absl::StatusOr<int64_t> CommandLine::GetInt(std::string_view name, int64_t defau
   return value;
 }
 
-absl::StatusOr<uint64_t> CommandLine::GetUint64(std::string_view name,
+absl::StatusOr<uint64_t> CommandLine::GetUint64(const std::string& name,
                                                 uint64_t default_value) const {
   auto text = GetString(name);
   if (!text.has_value()) return default_value;
@@ -81,7 +83,7 @@ absl::StatusOr<uint64_t> CommandLine::GetUint64(std::string_view name,
   return value;
 }
 
-absl::StatusOr<double> CommandLine::GetDouble(std::string_view name, double default_value) const {
+absl::StatusOr<double> CommandLine::GetDouble(const std::string& name, double default_value) const {
   auto text = GetString(name);
   if (!text.has_value()) return default_value;
   double value;
@@ -92,11 +94,11 @@ absl::StatusOr<double> CommandLine::GetDouble(std::string_view name, double defa
   return value;
 }
 
-absl::StatusOr<std::vector<int32_t>> CommandLine::GetIntList(std::string_view name) const {
+absl::StatusOr<std::vector<int32_t>> CommandLine::GetIntList(const std::string& name) const {
   std::vector<int32_t> out;
   auto text = GetString(name);
   if (!text.has_value()) return out;
-  for (std::string_view part : absl::StrSplit(*text, ',')) {
+  for (absl::string_view part : absl::StrSplit(*text, ',')) {
     int32_t value;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &value)) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -28,15 +28,15 @@ class CommandLine {
   static absl::StatusOr<CommandLine> Parse(int argc, const char* const* argv,
                                            std::span<const FlagSpec> specs);
 
-  bool Has(std::string_view name) const { return values_.count(std::string(name)) > 0; }
-  std::optional<std::string> GetString(std::string_view name) const;
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  std::optional<std::string> GetString(const std::string& name) const;
   // Typed values; INVALID_ARGUMENT naming the flag when the text is not a number in [min, max].
-  absl::StatusOr<int64_t> GetInt(std::string_view name, int64_t default_value, int64_t min,
+  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t default_value, int64_t min,
                                  int64_t max) const;
-  absl::StatusOr<uint64_t> GetUint64(std::string_view name, uint64_t default_value) const;
-  absl::StatusOr<double> GetDouble(std::string_view name, double default_value) const;
+  absl::StatusOr<uint64_t> GetUint64(const std::string& name, uint64_t default_value) const;
+  absl::StatusOr<double> GetDouble(const std::string& name, double default_value) const;
   // A comma-separated list of integers ("2,651,1234").
-  absl::StatusOr<std::vector<int32_t>> GetIntList(std::string_view name) const;
+  absl::StatusOr<std::vector<int32_t>> GetIntList(const std::string& name) const;
 
  private:
   std::map<std::string, std::string> values_;  // booleans map to ""

@@ -63,7 +63,7 @@ int Fail(const absl::Status& status) {
   return ExitCodeFor(status);
 }
 
-int UsageError(std::string_view message) {
+int UsageError(absl::string_view message) {
   std::cerr << "vaultgemma-run: " << message << " (see --help)\n";
   return 2;
 }
@@ -107,8 +107,12 @@ absl::StatusOr<RunArgs> ReadArgs(const CommandLine& cl) {
   args.generate.sampling.top_k = static_cast<int32_t>(*top_k);
   args.generate.sampling.top_p = static_cast<float>(*top_p);
   args.generate.sampling.seed = *seed;
-  if (absl::Status s = ValidateSamplingParams(args.generate.sampling); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  if (*temperature < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--temperature must be >= 0, got ", *temperature));
+  }
+  if (!(*top_p > 0 && *top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("--top-p must be in (0, 1], got ", *top_p));
   }
   args.threads = static_cast<int>(*threads);
   args.json = cl.Has("json");

@@ -2,10 +2,11 @@
 //
 // Debian's libsentencepiece cannot share a process with gRPC (../shared/TOOLCHAIN.md, landmine 1),
 // so this module reads the serialized sentencepiece.ModelProto itself and reimplements what
-// `spm_encode` / `spm_decode` do for BPE models: the normalizer flags stored in the file, user-defined
-// symbols (longest match, never merged), score-ordered BPE merges, resegmentation of UNUSED pieces,
-// and byte fallback. ../shared/reference/sentencepiece-format.md is the specification. Parity with
-// the real library is tested by running spm_encode / spm_decode as separate processes.
+// `spm_encode` / `spm_decode` do for BPE models: the normalizer flags stored in the file,
+// user-defined symbols (longest match, never merged), score-ordered BPE merges, resegmentation of
+// UNUSED pieces, and byte fallback. ../shared/reference/sentencepiece-format.md is the
+// specification. Parity with the real library is tested by running spm_encode / spm_decode as
+// separate processes.
 //
 // Thread-safety: a loaded Tokenizer is immutable; all const methods may be called concurrently.
 #ifndef VG_ENGINE_TOKENIZER_TOKENIZER_H_
@@ -46,6 +47,18 @@ class Tokenizer {
 
   // The piece string of an id ("<0x41>", "▁the", "<bos>"); empty for ids out of range.
   virtual std::string_view IdToPiece(int32_t id) const = 0;
+
+  // The id of a piece string as SentencePiece's PieceToId computes it (control, unknown and byte
+  // pieces first, then the others); unk_id() when the string is not a piece. The default
+  // implementation is a linear scan; Tokenizer::Load's implementation is a hash lookup.
+  virtual int32_t PieceToId(std::string_view piece) const;
+
+  // The bytes `id` contributes to decoded text in the middle of a sequence, for streaming: a byte
+  // piece gives its single raw byte (which alone may not be valid UTF-8), a control piece nothing,
+  // the unknown piece its surface (" \u2047 "), any other piece its string with U+2581 replaced
+  // by ' '. Unlike Decode, no leading space is stripped and bytes are not checked as UTF-8.
+  // Empty for ids out of range. The default implementation only replaces U+2581.
+  virtual std::string PieceBytes(int32_t id) const;
 
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the model has none

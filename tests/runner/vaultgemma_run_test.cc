@@ -85,7 +85,7 @@ void EditSafetensorsHeader(const fs::path& path, Edit edit) {
   WriteFile(path, out);
 }
 
-ProcessResult Run(const std::vector<std::string>& args, const std::string& stdin_text = "") {
+ProcessResult RunTool(const std::vector<std::string>& args, const std::string& stdin_text = "") {
   std::vector<std::string> argv = {kRun};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProcess(argv, stdin_text);
@@ -109,7 +109,7 @@ TEST(VaultgemmaRunTest, JsonAgreesWithEveryFixture) {
     SCOPED_TRACE(dir.filename().string());
     const auto greedy = c["greedy_token_ids"].get<std::vector<int32_t>>();
     const ProcessResult r =
-        Run({"--model", dir.string(), "--prompt", c["prompt"].get<std::string>(), "--json",
+        RunTool({"--model", dir.string(), "--prompt", c["prompt"].get<std::string>(), "--json",
              "--max-new-tokens", std::to_string(greedy.size()), "--threads", "2"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const nlohmann::json out = nlohmann::json::parse(r.out);
@@ -131,8 +131,8 @@ TEST(VaultgemmaRunTest, TextModeStdinAndPromptAgree) {
   const fs::path dir = FixtureDirs().at(0);
   const std::string prompt = ReadJson(dir / "reference.json")["cases"][0]["prompt"];
   const ProcessResult json =
-      Run({"--model", dir.string(), "--prompt", prompt, "--json", "--max-new-tokens", "12"});
-  const ProcessResult text = Run({"--model", dir.string(), "--max-new-tokens", "12"}, prompt + "\n");
+      RunTool({"--model", dir.string(), "--prompt", prompt, "--json", "--max-new-tokens", "12"});
+  const ProcessResult text = RunTool({"--model", dir.string(), "--max-new-tokens", "12"}, prompt + "\n");
   ASSERT_EQ(json.exit_code, 0) << json.err;
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(text.out, nlohmann::json::parse(json.out)["text"].get<std::string>() + "\n");
@@ -140,7 +140,7 @@ TEST(VaultgemmaRunTest, TextModeStdinAndPromptAgree) {
 
 TEST(VaultgemmaRunTest, PromptIdsAreUsedAsGiven) {
   const fs::path dir = FixtureDirs().at(0);
-  const ProcessResult r = Run({"--model", dir.string(), "--prompt-ids", "5, 6,7", "--json",
+  const ProcessResult r = RunTool({"--model", dir.string(), "--prompt-ids", "5, 6,7", "--json",
                                "--max-new-tokens", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["prompt_token_ids"], nlohmann::json({5, 6, 7}));
@@ -151,31 +151,31 @@ TEST(VaultgemmaRunTest, SeededSamplingRepeats) {
   const std::vector<std::string> args = {"--model",       dir.string(), "--prompt", "Hello",
                                          "--temperature", "1.5",        "--top-p",  "0.9",
                                          "--seed",        "7",          "--json"};
-  const ProcessResult a = Run(args), b = Run(args);
+  const ProcessResult a = RunTool(args), b = RunTool(args);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
 }
 
 TEST(VaultgemmaRunTest, HelpExitsZero) {
-  const ProcessResult r = Run({"--help"});
+  const ProcessResult r = RunTool({"--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("--max-new-tokens"));
 }
 
 TEST(VaultgemmaRunTest, BadFlagsExitTwo) {
   const std::string dir = FixtureDirs().at(0).string();
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--bogus"}), "--bogus");
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--temperature", "-1"}), "temperature");
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--temperature", "nan"}), "temperature");
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--top-p", "2"}), "top_p");
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--max-new-tokens", "ten"}),
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--bogus"}), "--bogus");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "-1"}), "--temperature");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "nan"}), "--temperature");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--top-p", "2"}), "--top-p");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--max-new-tokens", "ten"}),
                    "--max-new-tokens");
-  ExpectUsageError(Run({"--model", dir, "--prompt", "x", "--prompt-ids", "1,2"}), "--prompt-ids");
-  ExpectUsageError(Run({"--model", dir, "--prompt-ids", "2,x"}), "--prompt-ids");
-  ExpectUsageError(Run({"--prompt", "x"}), "--model");
-  ExpectUsageError(Run({"--model", dir, "--prompt", ""}), "empty");
-  ExpectUsageError(Run({"--model", dir}, ""), "empty");
-  ExpectUsageError(Run({"--model"}), "--model");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--prompt-ids", "1,2"}), "--prompt-ids");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt-ids", "2,x"}), "--prompt-ids");
+  ExpectUsageError(RunTool({"--prompt", "x"}), "--model");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", ""}), "empty");
+  ExpectUsageError(RunTool({"--model", dir}, ""), "empty");
+  ExpectUsageError(RunTool({"--model"}), "--model");
 }
 
 TEST(VaultgemmaRunTest, BadPromptsExitTwo) {
@@ -183,27 +183,27 @@ TEST(VaultgemmaRunTest, BadPromptsExitTwo) {
   const nlohmann::json config = ReadJson(dir / "config.json");
   const int64_t vocab = config["vocab_size"];
   const int64_t context = config.value("max_position_embeddings", 8192);
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt-ids", "2," + std::to_string(vocab)}),
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt-ids", "2," + std::to_string(vocab)}),
                    std::to_string(vocab));
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt-ids", "2,-1"}), "-1");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt-ids", "2,-1"}), "-1");
   std::string long_prompt = "2";
   for (int64_t i = 0; i < context; ++i) long_prompt += ",5";
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt-ids", long_prompt}), "context");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt-ids", long_prompt}), "context");
 }
 
 TEST(VaultgemmaRunTest, MissingFilesExitTwo) {
-  ExpectUsageError(Run({"--model", "/nonexistent/model/dir", "--prompt", "x"}),
+  ExpectUsageError(RunTool({"--model", "/nonexistent/model/dir", "--prompt", "x"}),
                    "/nonexistent/model/dir");
-  ExpectUsageError(Run({"--model", "nobody/no-such-model", "--prompt", "x"}),
+  ExpectUsageError(RunTool({"--model", "nobody/no-such-model", "--prompt", "x"}),
                    "huggingface-cli download nobody/no-such-model");
 
   const fs::path dir = CopyOfSingleFileFixture("missing");
   fs::remove(dir / "tokenizer.model");
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), "tokenizer.model");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), "tokenizer.model");
   fs::remove(dir / "model.safetensors");
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), "model.safetensors");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), "model.safetensors");
   fs::remove(dir / "config.json");
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), "config.json");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), "config.json");
   fs::remove_all(dir);
 }
 
@@ -215,10 +215,10 @@ TEST(VaultgemmaRunTest, BrokenConfigsExitTwo) {
     edit(config);
     WriteFile(dir / "config.json", config.dump());
     SCOPED_TRACE(needle);
-    ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), needle);
+    ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), needle);
   };
   WriteFile(dir / "config.json", "{\"model_type\": \"vaultgemma\", ");
-  ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), "config.json");
+  ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), "config.json");
   with_config([](nlohmann::json& c) { c["num_attention_heads"] = "four"; }, "num_attention_heads");
   with_config([](nlohmann::json& c) { c["model_type"] = "llama"; }, "model_type");
   with_config([](nlohmann::json& c) { c["num_key_value_heads"] = 3; }, "num_key_value_heads");
@@ -235,7 +235,7 @@ TEST(VaultgemmaRunTest, CorruptWeightsExitTwo) {
   const std::string original = ReadFile(weights);
   auto expect = [&](const std::string& needle) {
     SCOPED_TRACE(needle);
-    ExpectUsageError(Run({"--model", dir.string(), "--prompt", "x"}), needle);
+    ExpectUsageError(RunTool({"--model", dir.string(), "--prompt", "x"}), needle);
     WriteFile(weights, original);
   };
 

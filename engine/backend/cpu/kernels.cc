@@ -1,0 +1,246 @@
+#include "engine/backend/cpu/kernels.h"
+
+#include <cmath>
+#include <cstring>
+#include <numbers>
+#include <vector>
+
+namespace vg::engine::cpu {
+namespace {
+
+constexpr int kLanes = 8;    // independent accumulators per dot product
+constexpr int kRowTile = 4;  // weight rows sharing one pass over an input row
+
+// Four float lanes as one value. GCC's generic vectors lower to whatever the baseline target
+// has (SSE2 on x86-64, NEON on Arm) without -march flags; plain scalar loops over eight lanes
+// vectorised poorly (shuffles and spills instead of packed multiply-adds).
+typedef float V4 __attribute__((vector_size(4 * sizeof(float))));
+
+inline V4 Load(const float* p) {
+  V4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Eight accumulator lanes: lo holds lanes 0-3, hi lanes 4-7. Lane j sums the products at indices
+// i with i % 8 == j in index order; the n % 8 tail is added as one more zero-padded step; the
+// lanes combine by a fixed tree. Every dot product in this file follows exactly this recipe.
+struct Acc8 {
+  V4 lo = {};
+  V4 hi = {};
+  inline void Add(const float* a, const float* b) {
+    lo += Load(a) * Load(b);
+    hi += Load(a + 4) * Load(b + 4);
+  }
+  inline float Reduce() const {
+    return ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]));
+  }
+};
+
+// Copies the last n % 8 elements of a row into a zero-padded block of 8.
+inline void TailBlock(const float* p, int64_t main, int64_t n, float* block) {
+  for (int j = 0; j < kLanes; ++j) block[j] = main + j < n ? p[main + j] : 0.0f;
+}
+
+inline float BitsToFloat(uint32_t bits) {
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+// Four dot products of `x` against four weight rows. Each of the four uses exactly the lane
+// recipe of Dot(), so a (row, feature) result never depends on its tile-mates.
+inline void Dot4(const float* __restrict x, const float* __restrict w0, const float* __restrict w1,
+                 const float* __restrict w2, const float* __restrict w3, int64_t n, float* out) {
+  Acc8 a0, a1, a2, a3;
+  const int64_t main = n - n % kLanes;
+  for (int64_t i = 0; i < main; i += kLanes) {
+    a0.Add(x + i, w0 + i);
+    a1.Add(x + i, w1 + i);
+    a2.Add(x + i, w2 + i);
+    a3.Add(x + i, w3 + i);
+  }
+  if (main < n) {
+    float tx[kLanes], tw[kLanes];
+    TailBlock(x, main, n, tx);
+    TailBlock(w0, main, n, tw);
+    a0.Add(tx, tw);
+    TailBlock(w1, main, n, tw);
+    a1.Add(tx, tw);
+    TailBlock(w2, main, n, tw);
+    a2.Add(tx, tw);
+    TailBlock(w3, main, n, tw);
+    a3.Add(tx, tw);
+  }
+  out[0] = a0.Reduce();
+  out[1] = a1.Reduce();
+  out[2] = a2.Reduce();
+  out[3] = a3.Reduce();
+}
+
+// Float views of weight rows [row0, row0 + kRowTile); rows past the end reuse row0 (computed and
+// discarded) so every element goes through the same Dot4 code. F32 rows are used in place;
+// BF16/F16 rows (and misaligned F32 ones) are widened into `scratch`. Precondition: row0 < w.rows.
+void TileRows(const WeightMatrix& w, bool in_place, int64_t row0, std::vector<float>& scratch,
+              const float* rows[kRowTile]) {
+  const int64_t cols = w.cols;
+  for (int k = 0; k < kRowTile; ++k) {
+    const int64_t row = row0 + k < w.rows ? row0 + k : row0;
+    if (in_place) {
+      rows[k] = reinterpret_cast<const float*>(w.data) + row * cols;
+    } else if (row != row0 + k) {
+      rows[k] = scratch.data();
+    } else {
+      float* dst = scratch.data() + k * cols;
+      WidenToFloat(w.dtype, w.data, row * cols, cols, dst);
+      rows[k] = dst;
+    }
+  }
+}
+
+}  // namespace
+
+float HalfToFloat(uint16_t h) {
+  // Giesen's half_to_float: shift exponent/mantissa into place, rebias, fix up Inf/NaN and
+  // zero/subnormal with selects (no branches, so loops over it vectorise).
+  const uint32_t shifted_exp = 0x7c00u << 13;
+  uint32_t bits = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
+  const uint32_t exp = bits & shifted_exp;
+  bits += (127 - 15) << 23;
+  const uint32_t inf_nan = bits + ((128 - 16) << 23);
+  const float sub = BitsToFloat(bits + (1u << 23)) - BitsToFloat(113u << 23);
+  uint32_t sub_bits;
+  std::memcpy(&sub_bits, &sub, sizeof(sub_bits));
+  bits = exp == shifted_exp ? inf_nan : (exp == 0 ? sub_bits : bits);
+  return BitsToFloat(bits | ((static_cast<uint32_t>(h) & 0x8000u) << 16));
+}
+
+void WidenToFloat(DType dtype, const std::byte* data, int64_t offset, int64_t n, float* dst) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, data + offset * 4, static_cast<size_t>(n) * 4);
+      return;
+    case DType::kBF16: {
+      const std::byte* src = data + offset * 2;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, src + 2 * i, 2);
+        dst[i] = BitsToFloat(static_cast<uint32_t>(bits) << 16);
+      }
+      return;
+    }
+    case DType::kF16: {
+      const std::byte* src = data + offset * 2;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, src + 2 * i, 2);
+        dst[i] = HalfToFloat(bits);
+      }
+      return;
+    }
+  }
+}
+
+float Dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  Acc8 acc;
+  const int64_t main = n - n % kLanes;
+  for (int64_t i = 0; i < main; i += kLanes) acc.Add(a + i, b + i);
+  if (main < n) {
+    float ta[kLanes], tb[kLanes];
+    TailBlock(a, main, n, ta);
+    TailBlock(b, main, n, tb);
+    acc.Add(ta, tb);
+  }
+  return acc.Reduce();
+}
+
+void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
+            const float* bias, float* out) {
+  const int64_t tiles = (w.rows + kRowTile - 1) / kRowTile;
+  const int64_t cols = w.cols;
+  const int64_t out_features = w.rows;
+  const bool in_place =
+      w.dtype == DType::kF32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0;
+  pool.ParallelFor(tiles, [&](int64_t tile_begin, int64_t tile_end) {
+    thread_local std::vector<float> scratch;
+    if (!in_place && scratch.size() < static_cast<size_t>(kRowTile * cols)) {
+      scratch.resize(kRowTile * cols);
+    }
+    const float* wrows[kRowTile];
+    float dots[kRowTile];
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t o0 = tile * kRowTile;
+      const int valid = static_cast<int>(std::min<int64_t>(kRowTile, out_features - o0));
+      TileRows(w, in_place, o0, scratch, wrows);
+      for (int64_t r = 0; r < rows; ++r) {
+        Dot4(x + r * cols, wrows[0], wrows[1], wrows[2], wrows[3], cols, dots);
+        float* dst = out + r * out_features + o0;
+        for (int k = 0; k < valid; ++k) dst[k] = bias ? dots[k] + bias[o0 + k] : dots[k];
+      }
+    }
+  });
+}
+
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
+             float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* dst = out + r * dim;
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
+    const float mean = static_cast<float>(sum_sq / static_cast<double>(dim));
+    const float inv_rms = 1.0f / std::sqrt(mean + eps);
+    for (int64_t i = 0; i < dim; ++i) dst[i] = (xr[i] * inv_rms) * (1.0f + weight[i]);
+  }
+}
+
+void RopeInverseFrequencies(int64_t head_dim, double theta, float* inv_freq) {
+  // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)) with a float32 tensor exponent.
+  const float base = static_cast<float>(theta);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[i] = 1.0f / std::pow(base, exponent);
+  }
+}
+
+void RopeCosSin(int64_t position, const float* inv_freq, int64_t half_dim, float* cos_out,
+                float* sin_out) {
+  const float pos = static_cast<float>(position);
+  for (int64_t i = 0; i < half_dim; ++i) {
+    const float angle = inv_freq[i] * pos;
+    cos_out[i] = std::cos(angle);
+    sin_out[i] = std::sin(angle);
+  }
+}
+
+void ApplyRope(float* x, int64_t num_heads, int64_t half_dim, const float* cos, const float* sin) {
+  for (int64_t h = 0; h < num_heads; ++h) {
+    float* a = x + h * 2 * half_dim;
+    float* b = a + half_dim;
+    for (int64_t i = 0; i < half_dim; ++i) {
+      const float first = a[i];
+      const float second = b[i];
+      a[i] = first * cos[i] + (-second) * sin[i];
+      b[i] = second * cos[i] + first * sin[i];
+    }
+  }
+}
+
+float GeluTanh(float x) {
+  // Constants and operation order of PyTorch's GeluKernel (approximate="tanh").
+  constexpr float kBeta =
+      static_cast<float>(std::numbers::sqrt2 * (2.0 * std::numbers::inv_sqrtpi) * 0.5);
+  constexpr float kKappa = 0.044715f;
+  const float inner = kBeta * (x + kKappa * (x * x * x));
+  return 0.5f * x * (1.0f + std::tanh(inner));
+}
+
+void GeGlu(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = GeluTanh(gate[i]) * up[i];
+}
+
+void SoftCap(float* x, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] / cap) * cap;
+}
+
+}  // namespace vg::engine::cpu

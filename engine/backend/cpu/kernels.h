@@ -1,0 +1,75 @@
+// Numeric kernels of the CPU backend: float32 arithmetic over weights in their stored dtype.
+//
+// Every kernel here is checked against a scalar double-precision reference in
+// tests/engine/backend/kernels_test.cc. Inner loops are plain C++ written for GCC's
+// auto-vectoriser (fixed-width independent accumulators, no intrinsics, no -march flags), so the
+// binary stays portable; runtime SIMD dispatch is a later issue.
+//
+// Determinism contract (the backend's batch invariance rests on it): every output element is a
+// fixed sequence of float operations that depends only on its own inputs and the tensor sizes,
+// never on how many rows are processed together or on how the thread pool partitions the work.
+#ifndef VG_ENGINE_BACKEND_CPU_KERNELS_H_
+#define VG_ENGINE_BACKEND_CPU_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/model/dtype.h"
+
+namespace vg::engine::cpu {
+
+// A row-major [rows, cols] matrix in its stored dtype (typically inside a checkpoint mmap).
+// Not owned. Elements need not be naturally aligned.
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const std::byte* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Widens elements [offset, offset + n) of a tensor stored as `dtype` to float32 (exact).
+void WidenToFloat(DType dtype, const std::byte* data, int64_t offset, int64_t n, float* dst);
+
+// IEEE half -> float, exact, branch-free (vectorisable). Exposed for tests.
+float HalfToFloat(uint16_t bits);
+
+// sum_i a[i] * b[i] over 8 interleaved float lanes combined by a fixed tree.
+float Dot(const float* a, const float* b, int64_t n);
+
+// out[r * w.rows + o] = sum_i x[r * w.cols + i] * W[o][i] (+ bias[o] when bias is non-null), for
+// r in [0, rows). Each weight row is read once per call for all rows; work is split over output
+// features. The summation order of each element depends only on w.cols (batch invariant).
+// `x` and `out` must not overlap.
+void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
+            const float* bias, float* out);
+
+// out = x * rsqrt(mean(x^2) + eps) * (1 + weight), each of `rows` rows of length `dim`, float32
+// like VaultGemmaRMSNorm. `out` may alias `x`.
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
+             float* out);
+
+// inv_freq[i] = 1 / theta^(2i / head_dim) for i < head_dim / 2, computed in float32 the way
+// transformers' default RoPE init does.
+void RopeInverseFrequencies(int64_t head_dim, double theta, float* inv_freq);
+
+// cos/sin of angle = float(position) * inv_freq[i], in float32, for i < head_dim / 2.
+void RopeCosSin(int64_t position, const float* inv_freq, int64_t half_dim, float* cos_out,
+                float* sin_out);
+
+// Rotate-half RoPE in place on `num_heads` consecutive vectors of `2 * half_dim` floats:
+// x' = x * cos + rotate_half(x) * sin, rotate_half([a, b]) = [-b, a].
+void ApplyRope(float* x, int64_t num_heads, int64_t half_dim, const float* cos, const float* sin);
+
+// gelu_pytorch_tanh: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+float GeluTanh(float x);
+
+// out[i] = GeluTanh(gate[i]) * up[i]. `out` may alias `gate` or `up`.
+void GeGlu(const float* gate, const float* up, int64_t n, float* out);
+
+// x = tanh(x / cap) * cap, in place.
+void SoftCap(float* x, int64_t n, float cap);
+
+}  // namespace vg::engine::cpu
+
+#endif  // VG_ENGINE_BACKEND_CPU_KERNELS_H_

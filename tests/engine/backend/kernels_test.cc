@@ -1,0 +1,276 @@
+// Every CPU kernel against a plain scalar double-precision reference.
+#include "engine/backend/cpu/kernels.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/backend/cpu/kv_cache.h"
+#include "engine/backend/cpu/paged_attention.h"
+#include "gtest/gtest.h"
+
+namespace vg::engine::cpu {
+namespace {
+
+std::vector<float> RandomFloats(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+double HalfReference(uint16_t h) {
+  const int exp = (h >> 10) & 0x1f;
+  const int mant = h & 0x3ff;
+  double mag;
+  if (exp == 0x1f) {
+    mag = mant ? NAN : INFINITY;
+  } else {
+    mag = exp == 0 ? std::ldexp(mant, -24) : std::ldexp(1024 + mant, exp - 25);
+  }
+  return (h & 0x8000) ? -mag : mag;
+}
+
+TEST(CpuBackendKernelsTest, HalfToFloatIsExactForAllBitPatterns) {
+  for (uint32_t bits = 0; bits < 65536; ++bits) {
+    const float got = HalfToFloat(static_cast<uint16_t>(bits));
+    const double want = HalfReference(static_cast<uint16_t>(bits));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(got)) << bits;
+    } else {
+      ASSERT_EQ(static_cast<double>(got), want) << "bits 0x" << std::hex << bits;
+      ASSERT_EQ(std::signbit(got), std::signbit(want)) << bits;
+    }
+  }
+}
+
+// A [rows, cols] matrix stored as `dtype`, plus its exact values.
+struct StoredMatrix {
+  std::vector<std::byte> bytes;
+  std::vector<double> values;
+  WeightMatrix view;
+};
+
+StoredMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  StoredMatrix m;
+  const std::vector<float> src = RandomFloats(rows * cols, seed);
+  m.bytes.resize(rows * cols * DTypeSize(dtype));
+  m.values.resize(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&m.bytes[i * 4], &src[i], 4);
+      m.values[i] = src[i];
+    } else if (dtype == DType::kBF16) {
+      const uint16_t bits = FloatToBF16(src[i]);
+      std::memcpy(&m.bytes[i * 2], &bits, 2);
+      m.values[i] = BF16ToFloat(bits);
+    } else {
+      // Random finite halves in about [2^-10, 2): sign, exponent 5..15, any mantissa.
+      std::mt19937 rng(seed + static_cast<uint32_t>(i));
+      const uint16_t bits = static_cast<uint16_t>((rng() & 0x8000) | ((5 + rng() % 11) << 10) |
+                                                  (rng() & 0x3ff));
+      std::memcpy(&m.bytes[i * 2], &bits, 2);
+      m.values[i] = HalfReference(bits);
+    }
+  }
+  m.view = WeightMatrix{dtype, m.bytes.data(), rows, cols};
+  return m;
+}
+
+TEST(CpuBackendKernelsTest, WidenToFloatMatchesStoredValues) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const StoredMatrix m = MakeMatrix(dtype, 3, 13, 5);
+    std::vector<float> out(11);
+    WidenToFloat(dtype, m.bytes.data(), 7, 11, out.data());
+    for (int i = 0; i < 11; ++i) EXPECT_EQ(out[i], m.values[7 + i]);
+  }
+}
+
+TEST(CpuBackendKernelsTest, DotMatchesReference) {
+  for (int64_t n : {0, 1, 7, 8, 9, 31, 100}) {
+    const auto a = RandomFloats(n, 1), b = RandomFloats(n, 2);
+    double want = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      want += static_cast<double>(a[i]) * b[i];
+      mag += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    // Tolerance: float accumulation of n products, relative to the sum of magnitudes.
+    EXPECT_NEAR(Dot(a.data(), b.data(), n), want, 1e-6 * (mag + 1.0)) << n;
+  }
+}
+
+// Tolerance for MatMul: |got - want| <= 2e-6 * sum_i |x_i w_i| + 1e-6 (float32 rounding).
+TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryDtypeRowCountAndBias) {
+  ThreadPool pool(3);
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (int64_t rows = 1; rows <= 5; ++rows) {
+      for (auto [out_f, in_f] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 19},
+                                 {7, 33}, {29, 70}}) {
+        for (bool with_bias : {false, true}) {
+          const StoredMatrix w = MakeMatrix(dtype, out_f, in_f, 11 + out_f);
+          const auto x = RandomFloats(rows * in_f, 3 + rows);
+          const auto bias = RandomFloats(out_f, 9);
+          std::vector<float> out(rows * out_f, -777.0f);
+          MatMul(pool, x.data(), rows, w.view, with_bias ? bias.data() : nullptr, out.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t o = 0; o < out_f; ++o) {
+              double want = with_bias ? bias[o] : 0.0, mag = 0.0;
+              for (int64_t i = 0; i < in_f; ++i) {
+                want += x[r * in_f + i] * w.values[o * in_f + i];
+                mag += std::fabs(x[r * in_f + i] * w.values[o * in_f + i]);
+              }
+              ASSERT_NEAR(out[r * out_f + o], want, 2e-6 * mag + 1e-6)
+                  << "dtype " << static_cast<int>(dtype) << " rows " << rows << " out " << out_f
+                  << " in " << in_f << " r " << r << " o " << o;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Batch invariance: row r's outputs are bit-identical whatever the row count and thread count.
+TEST(CpuBackendKernelsTest, MatMulIsBitIdenticalAcrossRowCountsAndThreads) {
+  const StoredMatrix w = MakeMatrix(DType::kBF16, 23, 37, 4);
+  const auto x = RandomFloats(5 * 37, 8);
+  ThreadPool one(1);
+  std::vector<float> alone(23);
+  MatMul(one, x.data() + 2 * 37, 1, w.view, nullptr, alone.data());
+  for (int threads : {1, 2, 4, 7}) {
+    ThreadPool pool(threads);
+    std::vector<float> batched(5 * 23);
+    MatMul(pool, x.data(), 5, w.view, nullptr, batched.data());
+    for (int o = 0; o < 23; ++o) {
+      ASSERT_EQ(std::memcmp(&batched[2 * 23 + o], &alone[o], sizeof(float)), 0)
+          << threads << " threads, feature " << o;
+    }
+  }
+}
+
+TEST(CpuBackendKernelsTest, RmsNormMatchesReference) {
+  const int64_t rows = 3, dim = 13;
+  const auto x = RandomFloats(rows * dim, 21, 3.0f);
+  const auto w = RandomFloats(dim, 22, 0.5f);
+  std::vector<float> out(rows * dim);
+  RmsNorm(x.data(), rows, dim, w.data(), 1e-6f, out.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + 1e-6);
+    for (int64_t i = 0; i < dim; ++i) {
+      const double want = x[r * dim + i] * inv * (1.0 + w[i]);
+      EXPECT_NEAR(out[r * dim + i], want, 1e-6 * (std::fabs(want) + 1.0));
+    }
+  }
+  // In place gives the same result.
+  std::vector<float> in_place = x;
+  RmsNorm(in_place.data(), rows, dim, w.data(), 1e-6f, in_place.data());
+  EXPECT_EQ(in_place, out);
+}
+
+TEST(CpuBackendKernelsTest, RopeMatchesReference) {
+  const int64_t head_dim = 10, half = 5, heads = 3;
+  std::vector<float> inv_freq(half);
+  RopeInverseFrequencies(head_dim, 10000.0, inv_freq.data());
+  for (int64_t i = 0; i < half; ++i) {
+    EXPECT_NEAR(inv_freq[i], std::pow(10000.0, -2.0 * i / head_dim), 1e-6 * inv_freq[i]);
+  }
+  for (int64_t pos : {0, 1, 17, 1000}) {
+    std::vector<float> cos(half), sin(half);
+    RopeCosSin(pos, inv_freq.data(), half, cos.data(), sin.data());
+    const auto x = RandomFloats(heads * head_dim, 30 + static_cast<uint32_t>(pos));
+    std::vector<float> y = x;
+    ApplyRope(y.data(), heads, half, cos.data(), sin.data());
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < half; ++i) {
+        // Angle from the float32 inverse frequency, rounded to float32 like torch.
+        const double angle = static_cast<float>(inv_freq[i] * static_cast<float>(pos));
+        const double a = x[h * head_dim + i], b = x[h * head_dim + half + i];
+        EXPECT_NEAR(y[h * head_dim + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+        EXPECT_NEAR(y[h * head_dim + half + i], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+      }
+    }
+  }
+}
+
+TEST(CpuBackendKernelsTest, GeGluAndSoftCapMatchReference) {
+  const int64_t n = 37;
+  const auto gate = RandomFloats(n, 40, 6.0f), up = RandomFloats(n, 41, 2.0f);
+  std::vector<float> out(n);
+  GeGlu(gate.data(), up.data(), n, out.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    const double want =
+        0.5 * g * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g))) * up[i];
+    EXPECT_NEAR(out[i], want, 2e-6 * (std::fabs(want) + 1.0));
+  }
+  std::vector<float> capped = RandomFloats(n, 42, 100.0f);
+  const std::vector<float> orig = capped;
+  SoftCap(capped.data(), n, 30.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_NEAR(capped[i], std::tanh(orig[i] / 30.0) * 30.0, 1e-5);
+  }
+}
+
+// Paged attention over a shuffled block table vs a dense scalar reference.
+TEST(CpuBackendKernelsTest, AttendHeadMatchesReference) {
+  KvCacheShape shape{1, 6, 3, 2, 5};  // 1 layer, 6 blocks of 3, 2 kv heads, head_dim 5
+  auto cache = KvCache::Create(shape);
+  ASSERT_TRUE(cache.ok());
+  const std::vector<int32_t> table = {4, 0, 5, 2};  // positions 0..11
+  const int64_t positions = 12, kv_heads = 2, head_dim = 5;
+  const auto keys = RandomFloats(positions * kv_heads * head_dim, 50, 2.0f);
+  const auto values = RandomFloats(positions * kv_heads * head_dim, 51);
+  for (int64_t p = 0; p < positions; ++p) {
+    std::memcpy((*cache)->KeySlot(0, table[p / 3], p % 3), &keys[p * kv_heads * head_dim],
+                kv_heads * head_dim * sizeof(float));
+    std::memcpy((*cache)->ValueSlot(0, table[p / 3], p % 3), &values[p * kv_heads * head_dim],
+                kv_heads * head_dim * sizeof(float));
+  }
+  const auto q = RandomFloats(head_dim, 52, 2.0f);
+  for (float softcap : {0.0f, 1.5f}) {
+    for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, 0}, {0, 11}, {3, 9}, {7, 7}}) {
+      for (int64_t kv_head = 0; kv_head < kv_heads; ++kv_head) {
+        AttentionParams params{0.4f, softcap};
+        std::vector<float> scores(hi - lo + 1), out(head_dim);
+        AttendHead(q.data(), (*cache)->Layer(0), table, kv_head, lo, hi, params, scores.data(),
+                   out.data());
+        std::vector<double> w;
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t p = lo; p <= hi; ++p) {
+          double s = 0.0;
+          for (int64_t d = 0; d < head_dim; ++d) {
+            s += q[d] * keys[(p * kv_heads + kv_head) * head_dim + d];
+          }
+          s *= 0.4;
+          if (softcap > 0) s = std::tanh(s / softcap) * softcap;
+          w.push_back(s);
+          mx = std::max(mx, s);
+        }
+        for (double& s : w) sum += (s = std::exp(s - mx));
+        for (int64_t d = 0; d < head_dim; ++d) {
+          double want = 0.0;
+          for (int64_t p = lo; p <= hi; ++p) {
+            want += w[p - lo] / sum * values[(p * kv_heads + kv_head) * head_dim + d];
+          }
+          EXPECT_NEAR(out[d], want, 1e-6) << lo << ".." << hi << " cap " << softcap;
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuBackendKernelsTest, FirstVisiblePositionFollowsTransformersSlidingMask) {
+  // sliding_window_overlay: kv_idx > q_idx - window, so a query sees exactly `window` keys.
+  EXPECT_EQ(FirstVisiblePosition(10, 4), 7);
+  EXPECT_EQ(FirstVisiblePosition(3, 4), 0);
+  EXPECT_EQ(FirstVisiblePosition(4, 4), 1);
+  EXPECT_EQ(FirstVisiblePosition(10, 1), 10);
+  EXPECT_EQ(FirstVisiblePosition(10, 0), 0);  // full attention
+}
+
+}  // namespace
+}  // namespace vg::engine::cpu
