@@ -38,8 +38,7 @@ absl::Status BlockPool::AddRef(int32_t block) {
         absl::StrCat("BlockPool: block ", block, " outside [0, ", num_blocks(), ")"));
   }
   if (ref_counts_[block] == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("BlockPool: AddRef on free block ", block));
+    return absl::FailedPreconditionError(absl::StrCat("BlockPool: AddRef on free block ", block));
   }
   ++ref_counts_[block];
   return absl::OkStatus();
@@ -51,8 +50,7 @@ absl::Status BlockPool::Release(int32_t block) {
         absl::StrCat("BlockPool: block ", block, " outside [0, ", num_blocks(), ")"));
   }
   if (ref_counts_[block] == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("BlockPool: Release of free block ", block));
+    return absl::FailedPreconditionError(absl::StrCat("BlockPool: Release of free block ", block));
   }
   if (--ref_counts_[block] == 0) free_.push_back(block);
   return absl::OkStatus();

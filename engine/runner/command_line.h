@@ -1,6 +1,6 @@
 // A strict command-line parser for the project's tools: `--name value`, `--name=value` and boolean
-// `--name`. Unknown flags, missing values, repeated flags and malformed numbers are errors that name
-// the flag, so every tool can answer bad usage with one line and exit code 2.
+// `--name`. Unknown flags, missing values, repeated flags and malformed numbers are errors that
+// name the flag, so every tool can answer bad usage with one line and exit code 2.
 #ifndef VG_ENGINE_RUNNER_COMMAND_LINE_H_
 #define VG_ENGINE_RUNNER_COMMAND_LINE_H_
 

@@ -53,9 +53,9 @@ absl::Status Generator::ValidatePrompt(const std::vector<int32_t>& prompt_ids) c
   const int64_t vocab = config().vocab_size;
   for (size_t i = 0; i < prompt_ids.size(); ++i) {
     if (prompt_ids[i] < 0 || prompt_ids[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", prompt_ids[i],
-                                                     " at index ", i,
-                                                     " is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", prompt_ids[i], " at index ", i,
+                       " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   if (static_cast<int64_t>(prompt_ids.size()) >= context_length()) {

@@ -39,9 +39,8 @@ Generates a continuation of a prompt with VaultGemma on the CPU.
 )";
 
 constexpr FlagSpec kFlags[] = {
-    {"model"},       {"prompt"}, {"prompt-ids"}, {"max-new-tokens"}, {"temperature"},
-    {"top-k"},       {"top-p"},  {"seed"},       {"threads"},        {"json", false},
-    {"help", false},
+    {"model"}, {"prompt"}, {"prompt-ids"}, {"max-new-tokens"}, {"temperature"}, {"top-k"},
+    {"top-p"}, {"seed"},   {"threads"},    {"json", false},    {"help", false},
 };
 
 // Bad input (the user's to fix) exits 2; anything else 1.
@@ -81,7 +80,8 @@ struct RunArgs {
 absl::StatusOr<RunArgs> ReadArgs(const CommandLine& cl) {
   RunArgs args;
   auto model = cl.GetString("model");
-  if (!model.has_value() || model->empty()) return absl::InvalidArgumentError("--model is required");
+  if (!model.has_value() || model->empty())
+    return absl::InvalidArgumentError("--model is required");
   args.model = *model;
   args.prompt = cl.GetString("prompt");
   args.has_prompt_ids = cl.Has("prompt-ids");
@@ -134,7 +134,8 @@ int Run(int argc, char** argv) {
     if (args->prompt.has_value()) {
       prompt_text = *args->prompt;
     } else {
-      if (isatty(STDIN_FILENO)) return UsageError("no prompt: give --prompt, --prompt-ids or stdin");
+      if (isatty(STDIN_FILENO))
+        return UsageError("no prompt: give --prompt, --prompt-ids or stdin");
       prompt_text.assign(std::istreambuf_iterator<char>(std::cin), {});
       // `echo "text" | vaultgemma-run` means "text", as with `transformers run`.
       if (!prompt_text.empty() && prompt_text.back() == '\n') prompt_text.pop_back();
@@ -155,9 +156,7 @@ int Run(int argc, char** argv) {
   TextStreamer streamer(tokenizer);
   std::function<void(int32_t, float)> on_token;
   if (!args->json) {
-    on_token = [&](int32_t id, float) {
-      std::cout << streamer.Push(id) << std::flush;
-    };
+    on_token = [&](int32_t id, float) { std::cout << streamer.Push(id) << std::flush; };
   }
   auto result = (*generator)->Generate(prompt_ids, args->generate, on_token);
   if (!result.ok()) {

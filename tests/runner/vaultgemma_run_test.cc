@@ -1,6 +1,8 @@
 // vaultgemma-run as a user runs it: a separate process, its stdout, stderr and exit code.
 // Good runs must agree with the transformers fixtures; every bad input must exit 2 with one line
 // naming the problem (and, in the ASan build, stay clean: the child is instrumented too).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,8 +12,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -56,8 +56,8 @@ void WriteFile(const fs::path& path, const std::string& bytes) {
 fs::path CopyOfSingleFileFixture(const std::string& tag) {
   for (const fs::path& dir : FixtureDirs()) {
     if (!fs::exists(dir / "model.safetensors")) continue;
-    const fs::path out = fs::temp_directory_path() / ("vg_run_test_" + tag + "_" +
-                                                      std::to_string(::getpid()));
+    const fs::path out =
+        fs::temp_directory_path() / ("vg_run_test_" + tag + "_" + std::to_string(::getpid()));
     fs::remove_all(out);
     fs::create_directories(out);
     for (const char* name : {"config.json", "model.safetensors", "tokenizer.model"}) {
@@ -110,7 +110,7 @@ TEST(VaultgemmaRunTest, JsonAgreesWithEveryFixture) {
     const auto greedy = c["greedy_token_ids"].get<std::vector<int32_t>>();
     const ProcessResult r =
         RunTool({"--model", dir.string(), "--prompt", c["prompt"].get<std::string>(), "--json",
-             "--max-new-tokens", std::to_string(greedy.size()), "--threads", "2"});
+                 "--max-new-tokens", std::to_string(greedy.size()), "--threads", "2"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const nlohmann::json out = nlohmann::json::parse(r.out);
     EXPECT_EQ(out["prompt_token_ids"].get<std::vector<int32_t>>(),
@@ -132,7 +132,8 @@ TEST(VaultgemmaRunTest, TextModeStdinAndPromptAgree) {
   const std::string prompt = ReadJson(dir / "reference.json")["cases"][0]["prompt"];
   const ProcessResult json =
       RunTool({"--model", dir.string(), "--prompt", prompt, "--json", "--max-new-tokens", "12"});
-  const ProcessResult text = RunTool({"--model", dir.string(), "--max-new-tokens", "12"}, prompt + "\n");
+  const ProcessResult text =
+      RunTool({"--model", dir.string(), "--max-new-tokens", "12"}, prompt + "\n");
   ASSERT_EQ(json.exit_code, 0) << json.err;
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(text.out, nlohmann::json::parse(json.out)["text"].get<std::string>() + "\n");
@@ -140,8 +141,8 @@ TEST(VaultgemmaRunTest, TextModeStdinAndPromptAgree) {
 
 TEST(VaultgemmaRunTest, PromptIdsAreUsedAsGiven) {
   const fs::path dir = FixtureDirs().at(0);
-  const ProcessResult r = RunTool({"--model", dir.string(), "--prompt-ids", "5, 6,7", "--json",
-                               "--max-new-tokens", "3"});
+  const ProcessResult r = RunTool(
+      {"--model", dir.string(), "--prompt-ids", "5, 6,7", "--json", "--max-new-tokens", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["prompt_token_ids"], nlohmann::json({5, 6, 7}));
 }
@@ -165,12 +166,15 @@ TEST(VaultgemmaRunTest, HelpExitsZero) {
 TEST(VaultgemmaRunTest, BadFlagsExitTwo) {
   const std::string dir = FixtureDirs().at(0).string();
   ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--bogus"}), "--bogus");
-  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "-1"}), "--temperature");
-  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "nan"}), "--temperature");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "-1"}),
+                   "--temperature");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--temperature", "nan"}),
+                   "--temperature");
   ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--top-p", "2"}), "--top-p");
   ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--max-new-tokens", "ten"}),
                    "--max-new-tokens");
-  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--prompt-ids", "1,2"}), "--prompt-ids");
+  ExpectUsageError(RunTool({"--model", dir, "--prompt", "x", "--prompt-ids", "1,2"}),
+                   "--prompt-ids");
   ExpectUsageError(RunTool({"--model", dir, "--prompt-ids", "2,x"}), "--prompt-ids");
   ExpectUsageError(RunTool({"--prompt", "x"}), "--model");
   ExpectUsageError(RunTool({"--model", dir, "--prompt", ""}), "empty");
@@ -258,9 +262,8 @@ TEST(VaultgemmaRunTest, CorruptWeightsExitTwo) {
     h[tensor]["dtype"] = h[tensor]["dtype"] == "F32" ? "BF16" : "F32";
   });
   expect(tensor);
-  EditSafetensorsHeader(weights, [&](nlohmann::json& h) {
-    h[tensor]["data_offsets"][1] = original.size() * 4;
-  });
+  EditSafetensorsHeader(
+      weights, [&](nlohmann::json& h) { h[tensor]["data_offsets"][1] = original.size() * 4; });
   expect(tensor);
   // A consistent header whose shape disagrees with config.json.
   EditSafetensorsHeader(weights, [&](nlohmann::json& h) {

@@ -56,8 +56,7 @@ double MeasureReadBandwidth(int threads, size_t bytes) {
 }
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {
-      {"model"}, {"prompt-len"}, {"steps"}, {"threads"}};
+  static constexpr engine::FlagSpec kFlags[] = {{"model"}, {"prompt-len"}, {"steps"}, {"threads"}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok() || !cl->Has("model")) {
     std::cerr << "usage: decode_benchmark --model DIR [--prompt-len N] [--steps N] [--threads N]\n";
@@ -94,8 +93,9 @@ int Run(int argc, char** argv) {
                                (*checkpoint)->dir().string(), weight_bytes / 1073741824.0, threads);
   const double bw_all = MeasureReadBandwidth(threads, size_t{1} << 30);
   const double bw_one = MeasureReadBandwidth(1, size_t{1} << 30);
-  std::cout << absl::StrFormat("memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n",
-                               bw_all / 1e9, threads, bw_one / 1e9);
+  std::cout << absl::StrFormat(
+      "memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n", bw_all / 1e9,
+      threads, bw_one / 1e9);
 
   auto pool = engine::BlockPool::Create((*backend)->num_blocks());
   std::vector<int32_t> blocks;
@@ -104,7 +104,8 @@ int Run(int argc, char** argv) {
     blocks.push_back(*pool->Allocate());
   }
   std::vector<int32_t> tokens(*prompt_len);
-  for (int64_t i = 0; i < *prompt_len; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 3) % config.vocab_size);
+  for (int64_t i = 0; i < *prompt_len; ++i)
+    tokens[i] = static_cast<int32_t>((i * 7919 + 3) % config.vocab_size);
   engine::Logits logits;
   engine::BatchPlan plan;
   plan.entries.push_back({.token_ids = tokens, .start_position = 0, .block_table = blocks});

@@ -92,7 +92,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   const Shape shape = shape_name == "1b" ? k1B : kTiny;
-  const DType dtype = dtype_name == "bf16" ? DType::kBF16
+  const DType dtype = dtype_name == "bf16"  ? DType::kBF16
                       : dtype_name == "f16" ? DType::kF16
                                             : DType::kF32;
   std::filesystem::create_directories(out_dir);
@@ -120,8 +120,9 @@ int Run(int argc, char** argv) {
       {"bos_token_id", 2},
       {"eos_token_id", 1},
       {"pad_token_id", 0},
-      {"torch_dtype", dtype == DType::kBF16 ? "bfloat16" : dtype == DType::kF16 ? "float16"
-                                                                                 : "float32"}};
+      {"torch_dtype", dtype == DType::kBF16  ? "bfloat16"
+                      : dtype == DType::kF16 ? "float16"
+                                             : "float32"}};
   std::ofstream(std::filesystem::path(out_dir) / "config.json") << config.dump(2) << "\n";
 
   const std::vector<Tensor> tensors = TensorsOf(shape);

@@ -21,8 +21,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Checkpoint&
   absl::StatusOr<std::unique_ptr<cpu::ForwardPass>> pass =
       cpu::ForwardPass::Create(checkpoint.config(), checkpoint.weights(), options);
   if (!pass.ok()) return pass.status();
-  return std::unique_ptr<CpuBackend>(
-      new CpuBackend(std::make_unique<Impl>(std::move(*pass))));
+  return std::unique_ptr<CpuBackend>(new CpuBackend(std::make_unique<Impl>(std::move(*pass))));
 }
 
 CpuBackend::CpuBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -24,9 +24,9 @@
 namespace vg::engine {
 
 struct CpuBackendOptions {
-  int num_threads = 0;       // 0 = one per hardware thread
-  int32_t block_size = 16;   // positions per KV block
-  int32_t num_blocks = 0;    // 0 = enough for one sequence of the full context
+  int num_threads = 0;      // 0 = one per hardware thread
+  int32_t block_size = 16;  // positions per KV block
+  int32_t num_blocks = 0;   // 0 = enough for one sequence of the full context
 };
 
 class CpuBackend final : public Backend {
@@ -34,7 +34,7 @@ class CpuBackend final : public Backend {
   // `checkpoint` must outlive the backend. INVALID_ARGUMENT for nonsensical options;
   // RESOURCE_EXHAUSTED when the KV cache cannot be allocated.
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Checkpoint& checkpoint,
-                                                           const CpuBackendOptions& options);
+                                                            const CpuBackendOptions& options);
   ~CpuBackend() override;
 
   absl::Status Forward(const BatchPlan& plan, Logits* logits) override;

@@ -43,9 +43,9 @@ absl::Status CheckConfig(const ModelConfig& c) {
     return absl::InvalidArgumentError("CPU backend: model sizes must be positive");
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CPU backend: num_attention_heads (", c.num_attention_heads,
-        ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: num_attention_heads (", c.num_attention_heads,
+                     ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
   }
   if (c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
@@ -55,8 +55,8 @@ absl::Status CheckConfig(const ModelConfig& c) {
     return absl::InvalidArgumentError("CPU backend: layer_types does not match num_hidden_layers");
   }
   if (c.hidden_activation != "gelu_pytorch_tanh" && c.hidden_activation != "gelu_new") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CPU backend: hidden_activation ", c.hidden_activation, " is not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: hidden_activation ", c.hidden_activation, " is not supported"));
   }
   if (c.query_pre_attn_scalar <= 0 || c.rope_theta <= 0 ||
       (c.attn_logit_softcapping && *c.attn_logit_softcapping <= 0) ||
@@ -72,8 +72,9 @@ absl::Status CheckConfig(const ModelConfig& c) {
 ForwardPass::ForwardPass(const ModelConfig& config, const ModelWeights& weights, int num_threads)
     : config_(config), weights_(weights), pool_(num_threads) {}
 
-absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(
-    const ModelConfig& config, const ModelWeights& weights, const CpuBackendOptions& options) {
+absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const ModelConfig& config,
+                                                                 const ModelWeights& weights,
+                                                                 const CpuBackendOptions& options) {
   if (options.block_size <= 0 || options.num_blocks < 0 || options.num_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CPU backend: block_size (", options.block_size, ") must be positive, num_blocks (",
@@ -105,9 +106,9 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(
     if (absl::Status s = CheckShape(lw.input_layernorm, {hidden}); !s.ok()) return s;
     if (absl::Status s = CheckShape(lw.pre_feedforward_layernorm, {hidden}); !s.ok()) return s;
     const std::pair<WeightMatrix*, std::tuple<const TensorView*, int64_t, int64_t>> matrices[] = {
-        {&layer.q, {&lw.q_proj, q_dim, hidden}},        {&layer.k, {&lw.k_proj, kv_dim, hidden}},
-        {&layer.v, {&lw.v_proj, kv_dim, hidden}},       {&layer.o, {&lw.o_proj, hidden, q_dim}},
-        {&layer.gate, {&lw.gate_proj, inter, hidden}},  {&layer.up, {&lw.up_proj, inter, hidden}},
+        {&layer.q, {&lw.q_proj, q_dim, hidden}},       {&layer.k, {&lw.k_proj, kv_dim, hidden}},
+        {&layer.v, {&lw.v_proj, kv_dim, hidden}},      {&layer.o, {&lw.o_proj, hidden, q_dim}},
+        {&layer.gate, {&lw.gate_proj, inter, hidden}}, {&layer.up, {&lw.up_proj, inter, hidden}},
         {&layer.down, {&lw.down_proj, hidden, inter}},
     };
     for (const auto& [dst, spec] : matrices) {
@@ -329,9 +330,8 @@ void ForwardPass::ComputeLogits(const BatchPlan& plan, Logits* logits) {
   if (config_.final_logit_softcapping) {
     const float cap = static_cast<float>(*config_.final_logit_softcapping);
     float* values = logits->values.data();
-    pool_.ParallelFor(n * vocab, [&](int64_t begin, int64_t end) {
-      SoftCap(values + begin, end - begin, cap);
-    });
+    pool_.ParallelFor(
+        n * vocab, [&](int64_t begin, int64_t end) { SoftCap(values + begin, end - begin, cap); });
   }
 }
 

@@ -1,9 +1,10 @@
 // Numeric kernels of the CPU backend: float32 arithmetic over weights in their stored dtype.
 //
 // Every kernel here is checked against a scalar double-precision reference in
-// tests/engine/backend/kernels_test.cc. Inner loops are plain C++ written for GCC's
-// auto-vectoriser (fixed-width independent accumulators, no intrinsics, no -march flags), so the
-// binary stays portable; runtime SIMD dispatch is a later issue.
+// tests/engine/backend/kernels_test.cc. Dot products use GCC/Clang generic 4-float vectors (two
+// per 8-lane accumulator), which lower to the baseline ISA (SSE2 on x86-64) with no intrinsics
+// and no -march flags, so the binary stays portable; elementwise loops are left to the
+// auto-vectoriser. Runtime SIMD dispatch (AVX2/AVX-512) is a later issue.
 //
 // Determinism contract (the backend's batch invariance rests on it): every output element is a
 // fixed sequence of float operations that depends only on its own inputs and the tensor sizes,
@@ -46,8 +47,7 @@ void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& 
 
 // out = x * rsqrt(mean(x^2) + eps) * (1 + weight), each of `rows` rows of length `dim`, float32
 // like VaultGemmaRMSNorm. `out` may alias `x`.
-void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
-             float* out);
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
 
 // inv_freq[i] = 1 / theta^(2i / head_dim) for i < head_dim / 2, computed in float32 the way
 // transformers' default RoPE init does.

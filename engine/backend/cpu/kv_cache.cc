@@ -11,10 +11,10 @@ namespace vg::engine::cpu {
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& shape) {
   if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
       shape.kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV cache: every dimension must be positive (layers ", shape.num_layers, ", blocks ",
-        shape.num_blocks, ", block_size ", shape.block_size, ", kv_heads ", shape.kv_heads,
-        ", head_dim ", shape.head_dim, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache: every dimension must be positive (layers ", shape.num_layers,
+                     ", blocks ", shape.num_blocks, ", block_size ", shape.block_size,
+                     ", kv_heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ")"));
   }
   // Overflow-checked product; the limit also keeps bytes() (2 tensors * 4 bytes) representable.
   const unsigned __int128 per_layer = static_cast<unsigned __int128>(shape.num_blocks) *
@@ -30,8 +30,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& sha
   cache->keys_.reset(new (std::nothrow) float[cache->floats_per_tensor_]());
   cache->values_.reset(new (std::nothrow) float[cache->floats_per_tensor_]());
   if (!cache->keys_ || !cache->values_) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV cache: cannot allocate ",
-                                                     cache->bytes(), " bytes"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache: cannot allocate ", cache->bytes(), " bytes"));
   }
   return cache;
 }

@@ -70,7 +70,9 @@ void ExpectMatchesReference(const TinyModelSpec& spec, int64_t prompt_len) {
   }
 }
 
-TEST(CpuBackendForwardPassTest, MatchesReferenceBf16Gqa) { ExpectMatchesReference(TinyModelSpec{}, 11); }
+TEST(CpuBackendForwardPassTest, MatchesReferenceBf16Gqa) {
+  ExpectMatchesReference(TinyModelSpec{}, 11);
+}
 
 TEST(CpuBackendForwardPassTest, MatchesReferenceF16Mqa) {
   TinyModelSpec spec;

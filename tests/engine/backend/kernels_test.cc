@@ -69,8 +69,8 @@ StoredMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) 
     } else {
       // Random finite halves in about [2^-10, 2): sign, exponent 5..15, any mantissa.
       std::mt19937 rng(seed + static_cast<uint32_t>(i));
-      const uint16_t bits = static_cast<uint16_t>((rng() & 0x8000) | ((5 + rng() % 11) << 10) |
-                                                  (rng() & 0x3ff));
+      const uint16_t bits =
+          static_cast<uint16_t>((rng() & 0x8000) | ((5 + rng() % 11) << 10) | (rng() & 0x3ff));
       std::memcpy(&m.bytes[i * 2], &bits, 2);
       m.values[i] = HalfReference(bits);
     }
@@ -106,8 +106,8 @@ TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryDtypeRowCountAndBias) 
   ThreadPool pool(3);
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (int64_t rows = 1; rows <= 5; ++rows) {
-      for (auto [out_f, in_f] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 19},
-                                 {7, 33}, {29, 70}}) {
+      for (auto [out_f, in_f] :
+           {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 19}, {7, 33}, {29, 70}}) {
         for (bool with_bias : {false, true}) {
           const StoredMatrix w = MakeMatrix(dtype, out_f, in_f, 11 + out_f);
           const auto x = RandomFloats(rows * in_f, 3 + rows);

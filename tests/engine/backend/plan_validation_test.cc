@@ -39,12 +39,12 @@ TEST(CpuBackendPlanValidationTest, RejectsBadPlans) {
   const std::vector<int32_t> bad_id = {0, 5};
   const std::vector<std::pair<std::span<const int32_t>, std::pair<int32_t, std::vector<int32_t>>>>
       cases = {
-          {empty, {0, t}},                // no tokens
-          {three, {-1, t}},               // negative start
-          {three, {10, t}},               // positions 10..12 beyond max 12
-          {three, {2, {0}}},              // table too short for positions 2..4
-          {three, {2, bad_id}},           // block 5 out of range
-          {one, {4, {0, -1}}},            // negative block
+          {empty, {0, t}},       // no tokens
+          {three, {-1, t}},      // negative start
+          {three, {10, t}},      // positions 10..12 beyond max 12
+          {three, {2, {0}}},     // table too short for positions 2..4
+          {three, {2, bad_id}},  // block 5 out of range
+          {one, {4, {0, -1}}},   // negative block
       };
   for (size_t i = 0; i < cases.size(); ++i) {
     BatchPlan plan;

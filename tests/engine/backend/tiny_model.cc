@@ -38,9 +38,12 @@ double HalfBitsToDouble(uint16_t h) {
 
 std::string DTypeString(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -311,8 +314,10 @@ std::vector<std::vector<double>> TinyModel::ReferenceLogits(
     for (int64_t p = 0; p < n; ++p) {
       const Vec x = RmsNorm(hs[p], W(pre + "input_layernorm.weight"), c.rms_norm_eps);
       qs[p] = Linear(x, W(pre + "self_attn.q_proj.weight"), nh * hd, bias("self_attn.q_proj.bias"));
-      ks[p] = Linear(x, W(pre + "self_attn.k_proj.weight"), nkv * hd, bias("self_attn.k_proj.bias"));
-      vs[p] = Linear(x, W(pre + "self_attn.v_proj.weight"), nkv * hd, bias("self_attn.v_proj.bias"));
+      ks[p] =
+          Linear(x, W(pre + "self_attn.k_proj.weight"), nkv * hd, bias("self_attn.k_proj.bias"));
+      vs[p] =
+          Linear(x, W(pre + "self_attn.v_proj.weight"), nkv * hd, bias("self_attn.v_proj.bias"));
       rope(qs[p], nh, p);
       rope(ks[p], nkv, p);
     }
@@ -348,8 +353,8 @@ std::vector<std::vector<double>> TinyModel::ReferenceLogits(
           for (int64_t d = 0; d < hd; ++d) attn[h * hd + d] += scores[k] / sum * vs[k][g * hd + d];
         }
       }
-      const Vec o = Linear(attn, W(pre + "self_attn.o_proj.weight"), hidden,
-                           bias("self_attn.o_proj.bias"));
+      const Vec o =
+          Linear(attn, W(pre + "self_attn.o_proj.weight"), hidden, bias("self_attn.o_proj.bias"));
       for (int64_t i = 0; i < hidden; ++i) hs[p][i] += o[i];
       const Vec x = RmsNorm(hs[p], W(pre + "pre_feedforward_layernorm.weight"), c.rms_norm_eps);
       Vec gate = Linear(x, W(pre + "mlp.gate_proj.weight"), c.intermediate_size, nullptr);
@@ -364,12 +369,12 @@ std::vector<std::vector<double>> TinyModel::ReferenceLogits(
       for (int64_t i = 0; i < hidden; ++i) hs[p][i] += down[i];
     }
   }
-  const Vec& head = tensors_.count("lm_head.weight") ? W("lm_head.weight")
-                                                     : W("model.embed_tokens.weight");
+  const Vec& head =
+      tensors_.count("lm_head.weight") ? W("lm_head.weight") : W("model.embed_tokens.weight");
   std::vector<Vec> logits(n);
   for (int64_t p = 0; p < n; ++p) {
-    logits[p] = Linear(RmsNorm(hs[p], W("model.norm.weight"), c.rms_norm_eps), head,
-                       c.vocab_size, nullptr);
+    logits[p] =
+        Linear(RmsNorm(hs[p], W("model.norm.weight"), c.rms_norm_eps), head, c.vocab_size, nullptr);
     if (c.final_logit_softcapping) {
       for (double& v : logits[p]) {
         v = std::tanh(v / *c.final_logit_softcapping) * *c.final_logit_softcapping;
