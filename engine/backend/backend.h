@@ -3,7 +3,8 @@
 // Implementations: cpu/ (threads + SIMD) and, later, a CUDA plugin. The engine loop thread is the
 // only caller; a backend need not be thread-safe. A backend owns the KV tensors for `num_blocks()`
 // blocks of `block_size()` positions each and writes the K/V of every new token into the blocks
-// named by the plan; which blocks are free is the KV pool's business (engine/kv/), not the backend's.
+// named by the plan; which blocks are free is the KV pool's business (engine/kv/), not the
+// backend's.
 #ifndef VG_ENGINE_BACKEND_BACKEND_H_
 #define VG_ENGINE_BACKEND_BACKEND_H_
 

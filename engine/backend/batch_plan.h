@@ -36,10 +36,12 @@ struct BatchPlan {
 // new token, kLast one row, kNone none), each `vocab_size` floats after the final soft-cap.
 struct Logits {
   int64_t vocab_size = 0;
-  std::vector<float> values;  // rows * vocab_size
+  std::vector<float> values;       // rows * vocab_size
   std::vector<int32_t> row_entry;  // for each row, the index of its BatchEntry
 
-  int64_t rows() const { return vocab_size == 0 ? 0 : static_cast<int64_t>(values.size()) / vocab_size; }
+  int64_t rows() const {
+    return vocab_size == 0 ? 0 : static_cast<int64_t>(values.size()) / vocab_size;
+  }
   std::span<const float> Row(int64_t r) const {
     return {values.data() + r * vocab_size, static_cast<size_t>(vocab_size)};
   }

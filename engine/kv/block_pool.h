@@ -2,7 +2,8 @@
 //
 // A fixed set of `num_blocks` block ids. Allocate() hands out a free id with reference count 1;
 // Release() drops a reference and returns the id to the free list at zero. The engine issue grows
-// this into the full pool (prefix-cache hashes, LRU of cached free blocks); the contract here stays.
+// this into the full pool (prefix-cache hashes, LRU of cached free blocks); the contract here
+// stays.
 //
 // Thread-safety: none; owned by the engine loop thread.
 #ifndef VG_ENGINE_KV_BLOCK_POOL_H_
