@@ -12,16 +12,6 @@ constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";
 
 }  // namespace
 
-std::string_view FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kEos:
-      return "eos";
-  }
-  return "unknown";
-}
-
 absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const std::filesystem::path& model_dir,
                                                              const GeneratorOptions& options) {
   auto generator = std::unique_ptr<Generator>(new Generator());

@@ -22,15 +22,11 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/kv/block_pool.h"
 #include "engine/model/checkpoint.h"
+#include "engine/request.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace vg::engine {
-
-enum class FinishReason { kLength, kEos };
-
-// "length" or "eos", as the --json output spells them.
-std::string_view FinishReasonName(FinishReason reason);
 
 struct GeneratorOptions {
   int num_threads = 0;  // 0 = one per hardware thread
@@ -45,7 +41,7 @@ struct GenerationResult {
   std::vector<int32_t> prompt_token_ids;
   std::vector<int32_t> token_ids;  // generated ids, the EOS that ended generation included
   std::vector<float> logprobs;     // log-softmax of each generated id under the soft-capped logits
-  FinishReason finish_reason = FinishReason::kLength;
+  FinishReason finish_reason = FinishReason::kLength;  // kLength or kEos
 };
 
 class Generator {

@@ -16,15 +16,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/sampling/sampling_params.h"
 
 namespace vg::engine {
 
-struct SamplingParams {
-  float temperature = 0.0f;  // 0 = greedy
-  int32_t top_k = 0;         // 0 = off
-  float top_p = 1.0f;        // 1 = off
-  uint64_t seed = 0;
-};
 
 // INVALID_ARGUMENT naming the field: temperature negative or not finite, top_k negative,
 // top_p outside (0, 1].
