@@ -85,7 +85,7 @@ absl::StatusOr<GenerationResult> Generator::Generate(
     return absl::OkStatus();
   };
 
-  Sampler sampler(options.sampling);
+  Sampler sampler(options.sampling, prompt_ids);
   std::vector<int32_t> step_tokens = prompt_ids;
   int32_t position = 0;
   Logits logits;
@@ -104,8 +104,9 @@ absl::StatusOr<GenerationResult> Generator::Generate(
     position += static_cast<int32_t>(step_tokens.size());
 
     const std::span<const float> row = logits.Row(0);
-    const int32_t token = sampler.Sample(row);
-    const float logprob = LogProb(row, token);
+    const Sampler::Choice choice = sampler.Sample(row);
+    const int32_t token = choice.token_id;
+    const float logprob = choice.logprob;
     result.token_ids.push_back(token);
     result.logprobs.push_back(logprob);
     if (on_token) on_token(token, logprob);

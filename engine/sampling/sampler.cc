@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 
 namespace vg::engine {
 namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 uint64_t SplitMix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -20,20 +21,88 @@ uint64_t SplitMix64(uint64_t& state) {
 uint64_t RotateLeft(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 // NaN compares false with everything; map it to -inf so it can never be chosen.
-float Clean(float x) { return std::isnan(x) ? -std::numeric_limits<float>::infinity() : x; }
+float Clean(float x) { return std::isnan(x) ? kNegInf : x; }
+
+// log(sum(exp(logits))) in double, given the row's maximum; -inf for a row without finite logits.
+double LogSumExp(std::span<const float> logits, float max_value) {
+  if (max_value == kNegInf) return -std::numeric_limits<double>::infinity();
+  const double max_d = max_value;
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(Clean(v)) - max_d);
+  return max_d + std::log(sum);
+}
+
+float MaxOf(std::span<const float> logits) {
+  float max_value = kNegInf;
+  for (float v : logits) max_value = std::max(max_value, Clean(v));
+  return max_value;
+}
+
+// log_softmax(x)[id] = x[id] - lse; -inf when the row has no finite logit.
+float LogProbGivenLse(float value, double lse) {
+  if (std::isinf(lse)) return kNegInf;
+  return static_cast<float>(static_cast<double>(value) - lse);
+}
+
+// TopLogprobs with the row's log-sum-exp already known (or NaN to compute it here).
+std::vector<TopLogprob> TopLogprobsGivenLse(std::span<const float> logits, int32_t count,
+                                            double lse) {
+  const size_t n = std::min(logits.size(), static_cast<size_t>(std::max(count, 0)));
+  std::vector<TopLogprob> top;
+  if (n == 0) return top;
+  // A heap of the n best so far with the worst at the front: one pass, no vocabulary-sized buffer.
+  std::vector<std::pair<float, int32_t>> heap;
+  heap.reserve(n);
+  const auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const std::pair<float, int32_t> entry{Clean(logits[i]), static_cast<int32_t>(i)};
+    if (heap.size() < n) {
+      heap.push_back(entry);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(entry, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = entry;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort_heap(heap.begin(), heap.end(), better);
+  if (std::isnan(lse)) lse = LogSumExp(logits, heap.front().first);
+  top.reserve(n);
+  for (const auto& [value, id] : heap) {
+    top.push_back({.token_id = id, .logprob = LogProbGivenLse(value, lse)});
+  }
+  return top;
+}
+
+absl::Status OutOfRange(const char* field, const char* rule, float value) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " must be ", rule, ", got ", value));
+}
 
 }  // namespace
 
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
   if (!std::isfinite(params.temperature) || params.temperature < 0.0f) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be a finite number >= 0, got ", params.temperature));
+    return OutOfRange("temperature", "a finite number >= 0", params.temperature);
   }
   if (params.top_k < 0) {
     return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", params.top_k));
   }
   if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", params.top_p));
+    return OutOfRange("top_p", "in (0, 1]", params.top_p);
+  }
+  if (!(params.min_p >= 0.0f && params.min_p <= 1.0f)) {
+    return OutOfRange("min_p", "in [0, 1]", params.min_p);
+  }
+  if (!std::isfinite(params.repetition_penalty) || !(params.repetition_penalty > 0.0f)) {
+    return OutOfRange("repetition_penalty", "a finite number > 0", params.repetition_penalty);
+  }
+  if (!(params.presence_penalty >= -2.0f && params.presence_penalty <= 2.0f)) {
+    return OutOfRange("presence_penalty", "in [-2, 2]", params.presence_penalty);
+  }
+  if (!(params.frequency_penalty >= -2.0f && params.frequency_penalty <= 2.0f)) {
+    return OutOfRange("frequency_penalty", "in [-2, 2]", params.frequency_penalty);
   }
   return absl::OkStatus();
 }
@@ -59,7 +128,7 @@ double Rng::NextDouble() { return static_cast<double>(Next() >> 11) * 0x1.0p-53;
 
 int32_t ArgMax(std::span<const float> logits) {
   int32_t best = 0;
-  float best_value = -std::numeric_limits<float>::infinity();
+  float best_value = kNegInf;
   for (size_t i = 0; i < logits.size(); ++i) {
     const float v = Clean(logits[i]);
     if (v > best_value) {
@@ -71,72 +140,57 @@ int32_t ArgMax(std::span<const float> logits) {
 }
 
 float LogProb(std::span<const float> logits, int32_t id) {
-  double max_value = -std::numeric_limits<double>::infinity();
-  for (float v : logits) max_value = std::max(max_value, static_cast<double>(Clean(v)));
-  double sum = 0.0;
-  for (float v : logits) sum += std::exp(static_cast<double>(Clean(v)) - max_value);
-  return static_cast<float>(static_cast<double>(Clean(logits[id])) - max_value - std::log(sum));
+  return LogProbGivenLse(Clean(logits[id]), LogSumExp(logits, MaxOf(logits)));
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+std::vector<TopLogprob> TopLogprobs(std::span<const float> logits, int32_t count) {
+  return TopLogprobsGivenLse(logits, count, std::numeric_limits<double>::quiet_NaN());
+}
 
-int32_t Sampler::Sample(std::span<const float> logits) {
-  if (params_.temperature == 0.0f || logits.empty()) return ArgMax(logits);
+Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt_token_ids)
+    : params_(params), rng_(params.seed), penalties_(params, prompt_token_ids) {}
 
-  // Candidates sorted by logit, descending; ties keep the lower id first so the order (and thus
-  // the sample for a given random draw) is fully determined.
-  const int32_t vocab = static_cast<int32_t>(logits.size());
-  order_.resize(vocab);
-  std::iota(order_.begin(), order_.end(), 0);
-  int32_t keep = vocab;
-  auto by_logit = [&](int32_t a, int32_t b) {
-    const float la = Clean(logits[a]), lb = Clean(logits[b]);
-    return la > lb || (la == lb && a < b);
-  };
-  if (params_.top_k > 0 && params_.top_k < vocab) {
-    keep = params_.top_k;
-    std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
-    // Hugging Face's TopKLogitsWarper keeps every token tied with the k-th logit.
-    const float kth = Clean(logits[order_[keep - 1]]);
-    std::sort(order_.begin() + keep, order_.end(), by_logit);
-    while (keep < vocab && Clean(logits[order_[keep]]) == kth) ++keep;
+Sampler::Choice Sampler::Sample(std::span<const float> logits, int32_t top_logprobs) {
+  Choice choice;
+  if (logits.empty()) return choice;
+
+  // One pass over the raw row gives its argmax (greedy's answer without penalties) and maximum.
+  const int32_t raw_argmax = ArgMax(logits);
+  const float raw_max = Clean(logits[raw_argmax]);
+
+  std::span<const float> processed = logits;
+  if (penalties_.active()) {
+    penalized_.resize(logits.size());
+    std::transform(logits.begin(), logits.end(), penalized_.begin(), Clean);
+    penalties_.Apply(penalized_);
+    processed = penalized_;
+  }
+
+  if (params_.temperature == 0.0f) {
+    choice.token_id = penalties_.active() ? ArgMax(processed) : raw_argmax;
   } else {
-    std::sort(order_.begin(), order_.end(), by_logit);
-  }
-
-  // Softmax of logits / temperature over the kept candidates.
-  const double inv_t = 1.0 / params_.temperature;
-  const double top = static_cast<double>(Clean(logits[order_[0]])) * inv_t;
-  weights_.resize(keep);
-  double total = 0.0;
-  for (int32_t i = 0; i < keep; ++i) {
-    weights_[i] = std::exp(static_cast<double>(Clean(logits[order_[i]])) * inv_t - top);
-    total += weights_[i];
-  }
-
-  // Top-p: the smallest prefix whose mass reaches top_p (at least one token), as Hugging Face's
-  // TopPLogitsWarper keeps it.
-  if (params_.top_p < 1.0f) {
-    double cumulative = 0.0;
-    int32_t cut = keep;
-    for (int32_t i = 0; i < keep; ++i) {
-      cumulative += weights_[i] / total;
-      if (cumulative >= params_.top_p) {
-        cut = i + 1;
-        break;
+    SelectCandidates(params_, processed, &candidates_);
+    if (candidates_.kept.empty()) {
+      choice.token_id = ArgMax(processed);
+    } else {
+      const double target = rng_.NextDouble() * candidates_.total;
+      double cumulative = 0.0;
+      choice.token_id = candidates_.kept.back().id;  // if rounding leaves target past the last bin
+      for (const Candidate& c : candidates_.kept) {
+        cumulative += c.weight;
+        if (target < cumulative) {
+          choice.token_id = c.id;
+          break;
+        }
       }
     }
-    keep = std::max<int32_t>(cut, 1);
-    total = std::accumulate(weights_.begin(), weights_.begin() + keep, 0.0);
   }
 
-  const double target = rng_.NextDouble() * total;
-  double cumulative = 0.0;
-  for (int32_t i = 0; i < keep; ++i) {
-    cumulative += weights_[i];
-    if (target < cumulative) return order_[i];
-  }
-  return order_[keep - 1];
+  const double lse = LogSumExp(logits, raw_max);
+  choice.logprob = LogProbGivenLse(Clean(logits[choice.token_id]), lse);
+  if (top_logprobs > 0) choice.top = TopLogprobsGivenLse(logits, top_logprobs, lse);
+  penalties_.Record(choice.token_id);
+  return choice;
 }
 
 }  // namespace vg::engine

@@ -1,12 +1,18 @@
-// Sampler: turns one row of logits into a token id, reproducibly.
+// Sampler: turns one row of logits into a token id, reproducibly, as transformers' `generate`
+// would with the same parameters.
 //
-// The processors run in Hugging Face's order (temperature, then top-k, then top-p) over the final,
-// soft-capped logits. Temperature 0 means greedy: the first index of the maximum, as torch.argmax.
-// A request's random stream is its own (xoshiro256** seeded through SplitMix64), so with a seed the
-// same logits give the same tokens on every machine and whatever else runs in the batch.
-// The engine issue adds min-p, penalties and top logprobs here.
+// Per step, over the final (soft-capped) logits, in transformers' order:
+//   1. penalties (penalties.h): repetition penalty over prompt + output, then OpenAI presence and
+//      frequency penalties over the output (vLLM's place for them);
+//   2. temperature 0: greedy, the first index of the maximum of the penalized logits (torch.argmax;
+//      transformers' greedy search also runs the repetition penalty);
+//   3. otherwise the warpers (warpers.h): temperature, top-k, top-p, min-p; then one draw from the
+//      request's own random stream (xoshiro256** seeded through SplitMix64), so with a seed the
+//      same logits give the same tokens on every machine and whatever else runs in the batch.
+// The chosen token joins the penalty history. Reported log-probabilities are those of the model:
+// log_softmax of the raw row, before any processor.
 //
-// Thread-safety: a Sampler is used by one thread at a time (the engine loop).
+// Thread-safety: a Sampler is used by one thread at a time (the engine loop). Movable.
 #ifndef VG_ENGINE_SAMPLING_SAMPLER_H_
 #define VG_ENGINE_SAMPLING_SAMPLER_H_
 
@@ -15,14 +21,15 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
+#include "engine/sampling/penalties.h"
 #include "engine/sampling/sampling_params.h"
+#include "engine/sampling/warpers.h"
 
 namespace vg::engine {
 
-
-// INVALID_ARGUMENT naming the field: temperature negative or not finite, top_k negative,
-// top_p outside (0, 1].
+// OK, or INVALID_ARGUMENT naming the field: temperature not finite or < 0; top_k < 0; top_p
+// outside (0, 1]; min_p outside [0, 1]; repetition_penalty not finite or <= 0; presence_penalty
+// or frequency_penalty not finite or outside [-2, 2].
 absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 // A small, fully specified generator (xoshiro256**), so sequences do not depend on the C++ library.
@@ -39,25 +46,42 @@ class Rng {
 
 class Sampler {
  public:
-  // `params` must have passed ValidateSamplingParams.
-  explicit Sampler(const SamplingParams& params);
+  // `params` must have passed ValidateSamplingParams. `prompt_token_ids` feed the repetition
+  // penalty (transformers applies it to every id in input_ids: prompt and output); the span is
+  // not kept.
+  Sampler(const SamplingParams& params, std::span<const int32_t> prompt_token_ids);
 
-  // Picks the next token from `logits` (one row, the vocabulary). Never fails for finite input;
-  // NaN logits are treated as -infinity.
-  int32_t Sample(std::span<const float> logits);
+  struct Choice {
+    int32_t token_id = 0;
+    float logprob = 0.0f;         // of token_id under the raw logits
+    std::vector<TopLogprob> top;  // the `top_logprobs` most likely under the raw logits,
+                                  // descending, ties by lower id
+  };
+
+  // Picks the next token from `logits` (one row, the whole vocabulary) and records it for the
+  // penalties. `top_logprobs` <= 0 reports none; more than the vocabulary reports all. Never fails:
+  // NaN logits count as -inf; a row with no finite logit (or an empty row) yields token 0.
+  // Cost: greedy without penalties is one argmax and one log-sum-exp; penalties copy the row;
+  // sampling adds O(vocab) exps plus a partial sort only as deep as top-k / top-p reach.
+  Choice Sample(std::span<const float> logits, int32_t top_logprobs = 0);
 
  private:
   SamplingParams params_;
   Rng rng_;
-  std::vector<int32_t> order_;   // scratch: candidate ids
-  std::vector<double> weights_;  // scratch: candidate probabilities
+  Penalties penalties_;
+  std::vector<float> penalized_;  // scratch: the row after the penalties
+  Candidates candidates_;         // scratch: the warpers' survivors
 };
 
-// Index of the first maximum (torch.argmax); 0 for an empty row.
+// Index of the first maximum (torch.argmax); NaN is never chosen; 0 for an empty row.
 int32_t ArgMax(std::span<const float> logits);
 
 // log_softmax(logits)[id], computed in double precision.
 float LogProb(std::span<const float> logits, int32_t id);
+
+// The `count` largest entries of log_softmax(logits), descending, ties by lower id (all of them if
+// count exceeds the row). NaN counts as -inf.
+std::vector<TopLogprob> TopLogprobs(std::span<const float> logits, int32_t count);
 
 }  // namespace vg::engine
 
