@@ -34,7 +34,7 @@ struct EngineOptions {
   int32_t num_kv_blocks = 0;        // overrides kv_cache_bytes when > 0 (tests)
   int32_t max_num_seqs = 16;        // sequences per step
   int32_t max_batched_tokens = 512;  // tokens per step (prefill chunks + decodes)
-  int32_t max_waiting = 256;        // queue bound; Submit beyond it is RESOURCE_EXHAUSTED
+  int32_t max_waiting = 256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;
 };
 

@@ -150,7 +150,13 @@ int Run(int argc, char** argv) {
   const Tokenizer& tokenizer = (*generator)->tokenizer();
 
   std::vector<int32_t> prompt_ids = args->prompt_ids;
-  if (!args->has_prompt_ids) prompt_ids = tokenizer.Encode(prompt_text, /*add_bos=*/true);
+  if (!args->has_prompt_ids) {
+    // BOS is the model's (config.json bos_token_id), as transformers' tokenizer adds `<bos>`;
+    // the tokenizer file's own BOS setting varies between exports.
+    prompt_ids = {static_cast<int32_t>((*generator)->config().bos_token_id)};
+    const std::vector<int32_t> text_ids = tokenizer.Encode(prompt_text, /*add_bos=*/false);
+    prompt_ids.insert(prompt_ids.end(), text_ids.begin(), text_ids.end());
+  }
   if (absl::Status s = (*generator)->ValidatePrompt(prompt_ids); !s.ok()) return Fail(s);
 
   TextStreamer streamer(tokenizer);

@@ -1,5 +1,5 @@
-// make_random_checkpoint: writes a random VaultGemma checkpoint (config.json + model.safetensors)
-// for benchmarks. `--shape 1b` is the released model's shape (hidden 1152, intermediate 6912,
+// make_random_checkpoint: writes a random VaultGemma checkpoint (config.json, model.safetensors and
+// a made-up tokenizer.model) for benchmarks. `--shape 1b` is the released model's shape (hidden 1152, intermediate 6912,
 // 26 layers, 4 query and 4 KV heads of 256, vocab 256000, context 1024); BF16 by default, ~2 GB.
 // The numbers are random (fixed seed), so the output is meaningless text; only speed is measured.
 //
@@ -73,6 +73,88 @@ class Noise {
  private:
   uint64_t state_;
 };
+
+// Protobuf wire format, just enough to write a sentencepiece ModelProto.
+void PutVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+void PutTag(std::string& out, int field, int wire_type) {
+  PutVarint(out, static_cast<uint64_t>(field) << 3 | wire_type);
+}
+void PutBytes(std::string& out, int field, const std::string& bytes) {
+  PutTag(out, field, 2);
+  PutVarint(out, bytes.size());
+  out += bytes;
+}
+void PutInt(std::string& out, int field, uint64_t v) {
+  PutTag(out, field, 0);
+  PutVarint(out, v);
+}
+
+// A Gemma-like BPE tokenizer.model with `vocab` pieces: <pad> <eos> <bos> <unk>, the 256 byte
+// pieces, then made-up pieces (letters and digits, with and without a leading U+2581) scored by
+// rank. Enough for the engine to load, encode and decode; its merges mean nothing.
+std::string TokenizerModel(int64_t vocab) {
+  enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kByte = 6 };
+  std::string model;
+  int64_t count = 0;
+  auto add = [&](const std::string& piece, int type) {
+    std::string message;
+    PutBytes(message, 1, piece);
+    const float score = -static_cast<float>(count);
+    uint32_t bits;
+    std::memcpy(&bits, &score, 4);
+    PutTag(message, 2, 5);
+    for (int i = 0; i < 4; ++i) message.push_back(static_cast<char>(bits >> (8 * i)));
+    PutInt(message, 3, static_cast<uint64_t>(type));
+    PutBytes(model, 1, message);
+    ++count;
+  };
+  add("<pad>", kControl);
+  add("<eos>", kControl);
+  add("<bos>", kControl);
+  add("<unk>", kUnknown);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    add(name, kByte);
+  }
+  add("\xE2\x96\x81", kNormal);
+  static constexpr char kAlphabet[] =
+      "etaoinshrdlucmfwypvbgkjqxzETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,;:!?'-()";
+  const uint64_t base = sizeof(kAlphabet) - 1;
+  for (uint64_t n = 1; count < vocab; ++n) {
+    // Bijective base-k numeration: every n gives a different non-empty string.
+    std::string piece;
+    for (uint64_t m = n; m > 0; m = (m - 1) / base) piece.insert(piece.begin(), kAlphabet[(m - 1) % base]);
+    add(piece, kNormal);
+    if (count < vocab) add("\xE2\x96\x81" + piece, kNormal);
+  }
+  std::string trainer;
+  PutInt(trainer, 3, 2);  // model_type BPE
+  PutInt(trainer, 4, static_cast<uint64_t>(vocab));
+  PutInt(trainer, 35, 1);  // byte_fallback
+  PutInt(trainer, 40, 3);  // unk_id
+  PutInt(trainer, 41, 2);  // bos_id
+  PutInt(trainer, 42, 1);  // eos_id
+  PutInt(trainer, 43, 0);  // pad_id
+  PutBytes(trainer, 45, "<unk>");
+  PutBytes(trainer, 46, "<bos>");
+  PutBytes(trainer, 47, "<eos>");
+  PutBytes(trainer, 48, "<pad>");
+  PutBytes(model, 2, trainer);
+  std::string normalizer;
+  PutBytes(normalizer, 1, "identity");
+  PutInt(normalizer, 3, 0);  // add_dummy_prefix
+  PutInt(normalizer, 4, 0);  // remove_extra_whitespaces
+  PutInt(normalizer, 5, 1);  // escape_whitespaces
+  PutBytes(model, 3, normalizer);
+  return model;
+}
 
 int Run(int argc, char** argv) {
   static constexpr engine::FlagSpec kFlags[] = {{"out"}, {"shape"}, {"dtype"}, {"seed"}};
@@ -167,6 +249,8 @@ int Run(int argc, char** argv) {
     std::cerr << "make_random_checkpoint: writing " << weights << " failed\n";
     return 1;
   }
+  std::ofstream(std::filesystem::path(out_dir) / "tokenizer.model", std::ios::binary)
+      << TokenizerModel(shape.vocab);
   std::cout << "wrote " << out_dir << " (" << (offset >> 20) << " MiB of " << dtype_name
             << " weights)\n";
   return 0;

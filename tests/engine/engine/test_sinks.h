@@ -1,0 +1,70 @@
+// Test helpers for the engine: a sink that collects a request's events and a fake backend.
+#ifndef VG_TESTS_ENGINE_ENGINE_TEST_SINKS_H_
+#define VG_TESTS_ENGINE_ENGINE_TEST_SINKS_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/request.h"
+
+namespace vg::engine::testing {
+
+// Collects every event of one request; Wait() blocks until the final one.
+class CollectingSink : public TokenSink {
+ public:
+  void OnEvent(TokenEvent event) override;
+
+  struct Result {
+    std::vector<int32_t> token_ids;
+    std::vector<float> logprobs;
+    std::vector<std::vector<TopLogprob>> top_logprobs;
+    std::string text;
+    FinishReason finish_reason = FinishReason::kLength;
+    Usage usage;
+    absl::Status status;
+    int events = 0;
+  };
+  Result Wait();
+  bool finished();
+  int events();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Result result_;
+  bool finished_ = false;
+};
+
+// A backend whose "KV cache" stores token ids: Forward writes each new token into its slot and the
+// logits of a row are a pseudo-random function of every token at positions 0..p, read back through
+// the block table. Wrong block tables, stale cached prefixes or unwritten slots change the output
+// (or fail with INTERNAL), so identical outputs mean the engine kept the cache right.
+class FakeBackend : public Backend {
+ public:
+  FakeBackend(int32_t num_blocks, int32_t block_size, int64_t vocab_size);
+
+  absl::Status Forward(const BatchPlan& plan, Logits* logits) override;
+  int32_t num_blocks() const override { return num_blocks_; }
+  int32_t block_size() const override { return block_size_; }
+  int64_t vocab_size() const override { return vocab_size_; }
+
+  std::atomic<int> step_delay_ms{0};
+  std::atomic<bool> fail{false};
+  std::atomic<int64_t> forward_calls{0};
+  std::atomic<int64_t> max_entries{0};
+
+ private:
+  int32_t num_blocks_;
+  int32_t block_size_;
+  int64_t vocab_size_;
+  std::vector<int32_t> slots_;
+};
+
+}  // namespace vg::engine::testing
+
+#endif  // VG_TESTS_ENGINE_ENGINE_TEST_SINKS_H_
