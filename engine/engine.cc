@@ -253,8 +253,8 @@ void EngineImpl::Admit(Intake item) {
   const int64_t pool = static_cast<int64_t>(kv_->num_blocks()) * kv_->block_size();
   const int64_t max_total = std::min<int64_t>(
       {prompt + item.request.stopping.max_new_tokens, config_.max_position_embeddings, pool});
-  absl::Status added = scheduler_.Add(item.seq_id, item.request.prompt_token_ids,
-                                      item.request.cache_salt);
+  absl::Status added =
+      scheduler_.Add(item.seq_id, item.request.prompt_token_ids, item.request.cache_salt);
   auto active = std::make_unique<ActiveRequest>(std::move(item.request), std::move(item.sink),
                                                 *tokenizer_, static_cast<int32_t>(max_total));
   active_[item.seq_id] = std::move(active);
@@ -282,12 +282,12 @@ double EngineImpl::RunStep() {
   BatchPlan plan;
   plan.entries.reserve(schedule.chunks.size());
   for (const ScheduledChunk& c : schedule.chunks) {
-    plan.entries.push_back(BatchEntry{
-        .sequence_id = c.seq_id,
-        .token_ids = scheduler_.Tokens(c.seq_id).subspan(c.start, c.num_tokens),
-        .start_position = c.start,
-        .block_table = kv_->BlockTable(c.seq_id),
-        .logits = c.samples ? LogitsMode::kLast : LogitsMode::kNone});
+    plan.entries.push_back(
+        BatchEntry{.sequence_id = c.seq_id,
+                   .token_ids = scheduler_.Tokens(c.seq_id).subspan(c.start, c.num_tokens),
+                   .start_position = c.start,
+                   .block_table = kv_->BlockTable(c.seq_id),
+                   .logits = c.samples ? LogitsMode::kLast : LogitsMode::kNone});
   }
   Logits logits;
   absl::Status status = backend_->Forward(plan, &logits);
@@ -402,9 +402,8 @@ absl::StatusOr<std::unique_ptr<EngineImpl>> MakeEngine(const EngineOptions& opti
     return absl::InvalidArgumentError(
         "max_num_seqs and max_batched_tokens must be >= 1, max_waiting >= 0");
   }
-  auto kv = KvCacheManager::Create(KvCacheManagerOptions{backend->num_blocks(),
-                                                         backend->block_size(),
-                                                         options.enable_prefix_caching});
+  auto kv = KvCacheManager::Create(KvCacheManagerOptions{
+      backend->num_blocks(), backend->block_size(), options.enable_prefix_caching});
   if (!kv.ok()) return kv.status();
   return std::make_unique<EngineImpl>(options, config, backend, tokenizer, *std::move(kv));
 }
@@ -412,9 +411,9 @@ absl::StatusOr<std::unique_ptr<EngineImpl>> MakeEngine(const EngineOptions& opti
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateForTest(const EngineOptions& options,
-                                                             const ModelConfig& config,
-                                                             Backend* backend,
-                                                             const Tokenizer* tokenizer) {
+                                                              const ModelConfig& config,
+                                                              Backend* backend,
+                                                              const Tokenizer* tokenizer) {
   auto engine = MakeEngine(options, config, backend, tokenizer);
   if (!engine.ok()) return engine.status();
   return std::unique_ptr<Engine>(*std::move(engine));
@@ -444,8 +443,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
              ((config.max_position_embeddings + options.block_size - 1) / options.block_size);
   }
   if (blocks < 1 || blocks > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("the KV cache budget gives ", blocks,
-                                                   " blocks of ", block_bytes, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the KV cache budget gives ", blocks, " blocks of ", block_bytes, " bytes"));
   }
   auto backend = CpuBackend::Create(**checkpoint, CpuBackendOptions{
                                                       .num_threads = options.num_threads,

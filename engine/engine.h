@@ -27,14 +27,15 @@ class Backend;
 class Tokenizer;
 
 struct EngineOptions {
-  std::filesystem::path model_dir;  // a checkpoint directory (resolve ids with ResolveModelPath)
-  int num_threads = 0;              // CPU backend compute threads; 0 = all cores
-  int32_t block_size = 16;          // KV positions per block
-  int64_t kv_cache_bytes = 0;       // KV pool budget; 0 = room for max_num_seqs full contexts
-  int32_t num_kv_blocks = 0;        // overrides kv_cache_bytes when > 0 (tests)
-  int32_t max_num_seqs = 16;        // sequences per step
+  std::filesystem::path model_dir;   // a checkpoint directory (resolve ids with ResolveModelPath)
+  int num_threads = 0;               // CPU backend compute threads; 0 = all cores
+  int32_t block_size = 16;           // KV positions per block
+  int64_t kv_cache_bytes = 0;        // KV pool budget; 0 = room for max_num_seqs full contexts
+  int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0 (tests)
+  int32_t max_num_seqs = 16;         // sequences per step
   int32_t max_batched_tokens = 512;  // tokens per step (prefill chunks + decodes)
-  int32_t max_waiting = 256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
+  int32_t max_waiting =
+      256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;
 };
 

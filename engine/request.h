@@ -15,14 +15,14 @@
 namespace vg::engine {
 
 struct StoppingCriteria {
-  int32_t max_new_tokens = 64;  // cut to what fits in the context (finish reason kLength)
+  int32_t max_new_tokens = 64;            // cut to what fits in the context (finish reason kLength)
   std::vector<std::string> stop_strings;  // matched on decoded text; never emitted
   std::vector<int32_t> stop_token_ids;    // the token is emitted, then generation ends
   bool ignore_eos = false;
 };
 
 struct Request {
-  std::string id;                       // unique among live requests; Cancel() takes it
+  std::string id;                         // unique among live requests; Cancel() takes it
   std::vector<int32_t> prompt_token_ids;  // used as given (the caller adds BOS)
   SamplingParams sampling;
   StoppingCriteria stopping;

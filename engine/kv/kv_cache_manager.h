@@ -70,7 +70,8 @@ class KvCacheManager {
   virtual absl::Status EnsureCapacity(int64_t seq_id, int32_t num_tokens) = 0;
 
   // Registers the sequence's blocks that are full and computed (the first `num_computed` tokens of
-  // `tokens`, the sequence's whole token list) as reusable prefix blocks under its salt. Idempotent.
+  // `tokens`, the sequence's whole token list) as reusable prefix blocks under its salt.
+  // Idempotent.
   virtual void CacheComputedBlocks(int64_t seq_id, std::span<const int32_t> tokens,
                                    int32_t num_computed) = 0;
 

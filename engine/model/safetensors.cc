@@ -154,7 +154,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   const uint64_t data_size = size - data_start;
   const std::byte* data = reinterpret_cast<const std::byte*>(base + data_start);
   std::vector<Extent> extents;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named locals, not a structured binding: the lambda below captures `name` (clang 14, which
+    // `make lint` uses, rejects capturing structured bindings).
+    const std::string& name = item.key();
+    const auto& entry = item.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) return invalid("__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {

@@ -17,8 +17,8 @@ absl::Status Scheduler::Add(int64_t seq_id, std::vector<int32_t> tokens, std::st
   if (tokens.empty()) return absl::InvalidArgumentError("a sequence needs at least one token");
   const int64_t capacity = static_cast<int64_t>(kv_->num_blocks()) * kv_->block_size();
   if (static_cast<int64_t>(tokens.size()) > capacity) {
-    return absl::InvalidArgumentError(absl::StrCat(tokens.size(), " tokens do not fit in the KV pool (",
-                                                   capacity, " positions)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokens.size(), " tokens do not fit in the KV pool (", capacity, " positions)"));
   }
   Sequence& s = sequences_[seq_id];
   s.tokens = std::move(tokens);

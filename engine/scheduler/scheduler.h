@@ -3,13 +3,13 @@
 //
 // Each step has a token budget (max_batched_tokens) and a sequence limit (max_num_seqs). Running
 // sequences are served first, oldest admission first, each with all its uncomputed tokens up to
-// the remaining budget (1 for a decode; a chunk for a prompt still being prefilled: chunked prefill,
-// so running streams keep flowing while a long prompt goes in). Then waiting sequences are admitted
-// in arrival order while the budget, the sequence limit and the free KV blocks allow, after reusing
-// any cached prefix blocks. When a running sequence needs a block and none can be had, the most
-// recently admitted running sequence is preempted: its blocks are released and it goes back to the
-// front of the queue, to be recomputed from its tokens (prompt and generated) later. Nothing is
-// admitted in a step that preempted, so a preempted sequence is not overtaken.
+// the remaining budget (1 for a decode; a chunk for a prompt still being prefilled: chunked
+// prefill, so running streams keep flowing while a long prompt goes in). Then waiting sequences are
+// admitted in arrival order while the budget, the sequence limit and the free KV blocks allow,
+// after reusing any cached prefix blocks. When a running sequence needs a block and none can be
+// had, the most recently admitted running sequence is preempted: its blocks are released and it
+// goes back to the front of the queue, to be recomputed from its tokens (prompt and generated)
+// later. Nothing is admitted in a step that preempted, so a preempted sequence is not overtaken.
 //
 // The scheduler owns each sequence's token list and how much of it is computed; the engine owns
 // sampling, text and sinks. Thread-safety: none; the engine loop thread owns it.

@@ -38,7 +38,9 @@ inline double MeasureReadBandwidth(int threads, size_t bytes) {
       });
     }
     for (auto& w : workers) w.join();
-    best = std::max(best, static_cast<double>(bytes) / std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best = std::max(
+        best, static_cast<double>(bytes) /
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   // Keep the sums alive so the reads cannot be optimised away.
   volatile uint64_t keep = std::accumulate(sinks.begin(), sinks.end(), uint64_t{0});

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,7 +92,8 @@ int Run(int argc, char** argv) {
       engine::Request r;
       r.id = "bench-" + std::to_string(request_counter++);
       for (int64_t j = 0; j < *prompt_len; ++j) {
-        r.prompt_token_ids.push_back(static_cast<int32_t>(4 + (j * 7919 + i * 104729) % (vocab - 4)));
+        r.prompt_token_ids.push_back(
+            static_cast<int32_t>(4 + (j * 7919 + i * 104729) % (vocab - 4)));
       }
       r.stopping.max_new_tokens = static_cast<int32_t>(*new_tokens);
       r.stopping.ignore_eos = true;

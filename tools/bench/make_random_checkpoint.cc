@@ -1,7 +1,8 @@
 // make_random_checkpoint: writes a random VaultGemma checkpoint (config.json, model.safetensors and
-// a made-up tokenizer.model) for benchmarks. `--shape 1b` is the released model's shape (hidden 1152, intermediate 6912,
-// 26 layers, 4 query and 4 KV heads of 256, vocab 256000, context 1024); BF16 by default, ~2 GB.
-// The numbers are random (fixed seed), so the output is meaningless text; only speed is measured.
+// a made-up tokenizer.model) for benchmarks. `--shape 1b` is the released model's shape (hidden
+// 1152, intermediate 6912, 26 layers, 4 query and 4 KV heads of 256, vocab 256000, context 1024);
+// BF16 by default, ~2 GB. The numbers are random (fixed seed), so the output is meaningless text;
+// only speed is measured.
 //
 //   make_random_checkpoint --out DIR [--shape 1b|tiny] [--dtype bf16|f32|f16] [--seed N]
 #include <cmath>
@@ -130,7 +131,8 @@ std::string TokenizerModel(int64_t vocab) {
   for (uint64_t n = 1; count < vocab; ++n) {
     // Bijective base-k numeration: every n gives a different non-empty string.
     std::string piece;
-    for (uint64_t m = n; m > 0; m = (m - 1) / base) piece.insert(piece.begin(), kAlphabet[(m - 1) % base]);
+    for (uint64_t m = n; m > 0; m = (m - 1) / base)
+      piece.insert(piece.begin(), kAlphabet[(m - 1) % base]);
     add(piece, kNormal);
     if (count < vocab) add("\xE2\x96\x81" + piece, kNormal);
   }

@@ -105,8 +105,9 @@ TEST_P(EngineFixtureTest, ConcurrentEqualsAloneAlsoUnderPreemption) {
   }
 
   // A pool of 24 blocks of 4 for 16 running sequences: preemption must happen.
-  auto tight = MakeEngine(fixture, {.block_size = 4, .num_kv_blocks = 24, .max_num_seqs = 16,
-                                    .max_batched_tokens = 48});
+  auto tight = MakeEngine(
+      fixture,
+      {.block_size = 4, .num_kv_blocks = 24, .max_num_seqs = 16, .max_batched_tokens = 48});
   const auto preempted = RunAll(*tight, requests);
   for (size_t i = 0; i < requests.size(); ++i) {
     EXPECT_EQ(preempted[i].token_ids, alone[i].token_ids) << requests[i].id;

@@ -165,8 +165,8 @@ TEST(EngineTest, StopsOnEosStopTokensStopStringsAndLength) {
   EXPECT_EQ(st.finish_reason, FinishReason::kStopToken);
   const size_t first = std::find(base.token_ids.begin(), base.token_ids.end(), base.token_ids[5]) -
                        base.token_ids.begin();
-  EXPECT_EQ(st.token_ids, std::vector<int32_t>(base.token_ids.begin(),
-                                               base.token_ids.begin() + first + 1));
+  EXPECT_EQ(st.token_ids,
+            std::vector<int32_t>(base.token_ids.begin(), base.token_ids.begin() + first + 1));
 
   // A stop string from the middle of the text: the output ends right before its first occurrence.
   ASSERT_GT(base.text.size(), 12u);
@@ -229,7 +229,9 @@ TEST(EngineTest, CancelEndsTheRequestAndFreesItsBlocks) {
 
 TEST(EngineTest, RejectsWhatCanNeverRun) {
   Harness h(8, {}, 64);  // 32 KV positions, context 64
-  auto submit = [&](Request r) { return h.engine->Submit(std::move(r), std::make_shared<CollectingSink>()); };
+  auto submit = [&](Request r) {
+    return h.engine->Submit(std::move(r), std::make_shared<CollectingSink>());
+  };
   EXPECT_EQ(submit(MakeRequest("a", {}, 4)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(submit(MakeRequest("a", {2, 700}, 4)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(submit(MakeRequest("a", {2, -1}, 4)).code(), absl::StatusCode::kInvalidArgument);
@@ -271,7 +273,8 @@ TEST(EngineTest, ShutdownDrainFinishesEverythingAbortCancels) {
     std::vector<std::shared_ptr<CollectingSink>> sinks;
     for (int i = 0; i < 5; ++i) {
       sinks.push_back(std::make_shared<CollectingSink>());
-      ASSERT_TRUE(h.engine->Submit(MakeRequest(std::to_string(i), Prompt(5, i), 10), sinks.back()).ok());
+      ASSERT_TRUE(
+          h.engine->Submit(MakeRequest(std::to_string(i), Prompt(5, i), 10), sinks.back()).ok());
     }
     h.engine->Shutdown(/*drain=*/true);
     for (auto& s : sinks) {
@@ -285,7 +288,8 @@ TEST(EngineTest, ShutdownDrainFinishesEverythingAbortCancels) {
     std::vector<std::shared_ptr<CollectingSink>> sinks;
     for (int i = 0; i < 5; ++i) {
       sinks.push_back(std::make_shared<CollectingSink>());
-      ASSERT_TRUE(h.engine->Submit(MakeRequest(std::to_string(i), Prompt(5, i), 500), sinks.back()).ok());
+      ASSERT_TRUE(
+          h.engine->Submit(MakeRequest(std::to_string(i), Prompt(5, i), 500), sinks.back()).ok());
     }
     h.engine->Shutdown(/*drain=*/false);
     for (auto& s : sinks) {

@@ -82,7 +82,8 @@ absl::Status FakeBackend::Forward(const BatchPlan& plan, Logits* logits) {
         h = (h ^ static_cast<uint64_t>(*s)) * 1099511628211ull;
       }
       for (int64_t v = 0; v < vocab_size_; ++v) {
-        const uint64_t x = (h ^ (static_cast<uint64_t>(v) * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
+        const uint64_t x =
+            (h ^ (static_cast<uint64_t>(v) * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
         logits->values.push_back(static_cast<float>((x >> 40) % 1000) / 100.0f);
       }
       logits->row_entry.push_back(static_cast<int32_t>(index));

@@ -113,7 +113,8 @@ std::vector<std::string> TestLines() {
       "<s>struck</s> <b>bold</b> <br> <div>x</div>",
       "[toxicity=0] <mask> <unused0><unused1>",
       "\xE2\x96\x81 literal lower one eighth block \xE2\x96\x81\xE2\x96\x81",
-      "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81b",
+      "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+      "b",
       "   b",
       "invalid utf8: \xFF \xFE \xC0\xAF \xE0\x80\x80 \xED\xA0\x80 \xF4\x90\x80\x80 end",
       "truncated \xE4\xBD",
