@@ -24,8 +24,6 @@ namespace {
 
 constexpr int32_t kMaxTopLogprobs = 20;
 
-using SteadyClock = std::chrono::steady_clock;
-
 // Everything the loop keeps for one admitted request besides what the scheduler owns.
 struct ActiveRequest {
   ActiveRequest(Request r, std::shared_ptr<TokenSink> s, const Tokenizer& tokenizer,
@@ -44,12 +42,16 @@ struct ActiveRequest {
   StopStringMatcher stop_matcher;
   int32_t max_total_tokens;  // prompt + max_new_tokens, cut to the context and the KV pool
   int32_t completion_tokens = 0;
+  double submitted_at = 0;
+  double admitted_at = -1;
+  double first_token_at = -1;
 };
 
 struct Intake {
   int64_t seq_id;
   Request request;
   std::shared_ptr<TokenSink> sink;
+  double submitted_at;
 };
 
 class EngineImpl final : public Engine {
@@ -61,6 +63,7 @@ class EngineImpl final : public Engine {
         backend_(backend),
         tokenizer_(tokenizer),
         kv_(std::move(kv)),
+        clock_(options.clock != nullptr ? *options.clock : Clock::Real()),
         scheduler_(SchedulerOptions{options.max_num_seqs, options.max_batched_tokens}, kv_.get()) {
     loop_ = std::thread([this] { Loop(); });
   }
@@ -97,6 +100,7 @@ class EngineImpl final : public Engine {
 
   // Loop-thread state.
   std::unique_ptr<KvCacheManager> kv_;
+  const Clock& clock_;
   Scheduler scheduler_;
   absl::flat_hash_map<int64_t, std::unique_ptr<ActiveRequest>> active_;
   // Events of this iteration, delivered after the stats snapshot is published, so a caller that
@@ -179,7 +183,7 @@ absl::Status EngineImpl::Submit(Request request, std::shared_ptr<TokenSink> sink
   }
   const int64_t seq_id = next_seq_id_++;
   live_ids_[request.id] = seq_id;
-  intake_.push_back(Intake{seq_id, std::move(request), std::move(sink)});
+  intake_.push_back(Intake{seq_id, std::move(request), std::move(sink), clock_.Now()});
   cv_.notify_one();
   return absl::OkStatus();
 }
@@ -257,6 +261,7 @@ void EngineImpl::Admit(Intake item) {
       scheduler_.Add(item.seq_id, item.request.prompt_token_ids, item.request.cache_salt);
   auto active = std::make_unique<ActiveRequest>(std::move(item.request), std::move(item.sink),
                                                 *tokenizer_, static_cast<int32_t>(max_total));
+  active->submitted_at = item.submitted_at;
   active_[item.seq_id] = std::move(active);
   if (!added.ok()) {
     TokenEvent event;
@@ -266,7 +271,7 @@ void EngineImpl::Admit(Intake item) {
 }
 
 double EngineImpl::RunStep() {
-  const auto start = SteadyClock::now();
+  const double start = clock_.Now();
   StepSchedule schedule = scheduler_.Schedule();
   if (schedule.chunks.empty()) {
     // Nothing fits even with every block free: the queue head can never run. Fail it rather than
@@ -282,6 +287,8 @@ double EngineImpl::RunStep() {
   BatchPlan plan;
   plan.entries.reserve(schedule.chunks.size());
   for (const ScheduledChunk& c : schedule.chunks) {
+    ActiveRequest& a = *active_.at(c.seq_id);
+    if (a.admitted_at < 0) a.admitted_at = start;
     plan.entries.push_back(
         BatchEntry{.sequence_id = c.seq_id,
                    .token_ids = scheduler_.Tokens(c.seq_id).subspan(c.start, c.num_tokens),
@@ -308,14 +315,17 @@ double EngineImpl::RunStep() {
     }
   }
   ++steps_;
-  const double seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  const double seconds = clock_.Now() - start;
   total_step_seconds_ += seconds;
   return seconds;
 }
 
 void EngineImpl::HandleSample(int64_t seq_id, std::span<const float> logits) {
   ActiveRequest& a = *active_.at(seq_id);
-  if (a.completion_tokens == 0) cached_prompt_tokens_ += scheduler_.CachedPromptTokens(seq_id);
+  if (a.completion_tokens == 0) {
+    cached_prompt_tokens_ += scheduler_.CachedPromptTokens(seq_id);
+    a.first_token_at = clock_.Now();
+  }
   const Sampler::Choice choice = a.sampler.Sample(logits, a.request.top_logprobs);
   const int32_t token = choice.token_id;
   scheduler_.AppendToken(seq_id, token);
@@ -370,6 +380,11 @@ void EngineImpl::Finish(int64_t seq_id, TokenEvent event, FinishReason reason) {
   event.usage.prompt_tokens = static_cast<int32_t>(a->request.prompt_token_ids.size());
   event.usage.completion_tokens = a->completion_tokens;
   event.usage.cached_prompt_tokens = scheduler_.CachedPromptTokens(seq_id);
+  const double now = clock_.Now();
+  event.timings.queue_seconds = (a->admitted_at >= 0 ? a->admitted_at : now) - a->submitted_at;
+  event.timings.time_to_first_token_seconds =
+      a->first_token_at >= 0 ? a->first_token_at - a->submitted_at : 0;
+  event.timings.total_seconds = now - a->submitted_at;
   scheduler_.Remove(seq_id);
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/clock.h"
 #include "engine/model/config.h"
 #include "engine/request.h"
 
@@ -37,6 +38,7 @@ struct EngineOptions {
   int32_t max_waiting =
       256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;
+  const Clock* clock = nullptr;  // nullptr = Clock::Real(); must outlive the engine
 };
 
 struct EngineStats {

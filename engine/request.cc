@@ -1,5 +1,9 @@
 #include "engine/request.h"
 
+#include <chrono>
+
+#include "engine/clock.h"
+
 namespace vg::engine {
 
 std::string_view FinishReasonName(FinishReason reason) {
@@ -18,6 +22,23 @@ std::string_view FinishReasonName(FinishReason reason) {
       return "error";
   }
   return "unknown";
+}
+
+namespace {
+
+class SteadyClock final : public Clock {
+ public:
+  double Now() const override {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
+}  // namespace
+
+const Clock& Clock::Real() {
+  static const SteadyClock clock;
+  return clock;
 }
 
 }  // namespace vg::engine

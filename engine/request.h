@@ -48,6 +48,13 @@ struct Usage {
   int32_t cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
 };
 
+// Where a finished request's time went, from Submit (seconds, on the engine's Clock).
+struct RequestTimings {
+  double queue_seconds = 0;                // until its first step ran
+  double time_to_first_token_seconds = 0;  // until its first generated token
+  double total_seconds = 0;                // until it finished
+};
+
 // What one engine step produced for one request. Every generated token appears in exactly one
 // event, in order; `text` is the newly complete UTF-8 since the previous event (held back while it
 // could still become a stop string). The last event of a request has `finished` set.
@@ -59,6 +66,7 @@ struct TokenEvent {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kLength;  // meaningful when finished
   Usage usage;                                         // meaningful when finished
+  RequestTimings timings;                              // meaningful when finished
   absl::Status status;                                 // non-OK only with kError
 };
 

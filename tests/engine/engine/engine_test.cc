@@ -3,6 +3,7 @@
 // changes the output.
 #include "engine/engine.h"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@ namespace {
 
 using testing::CollectingSink;
 using testing::FakeBackend;
+using testing::FakeClock;
 
 std::unique_ptr<Tokenizer> LoadTokenizer() {
   auto t = Tokenizer::Load(std::string(VG_SOURCE_DIR) +
@@ -320,6 +322,38 @@ TEST(EngineTest, TopLogprobsAreReportedPerToken) {
     EXPECT_EQ(out.top_logprobs[i][0].token_id, out.token_ids[i]);  // greedy takes the best
     EXPECT_FLOAT_EQ(out.top_logprobs[i][0].logprob, out.logprobs[i]);
   }
+}
+
+TEST(EngineTest, TimingsFollowTheClock) {
+  // Every Forward takes exactly one second of fake time; one sequence runs at a time.
+  FakeClock clock;
+  auto tokenizer = LoadTokenizer();
+  const ModelConfig config = Config(tokenizer->vocab_size());
+  FakeBackend backend(256, 4, tokenizer->vocab_size());
+  // Nothing advances the clock until both requests are submitted at the same instant.
+  std::atomic<bool> go{false};
+  backend.on_forward = [&] {
+    while (!go) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    clock.Advance(1.0);
+  };
+  auto engine = *Engine::CreateForTest({.max_num_seqs = 1, .clock = &clock}, config, &backend,
+                                       tokenizer.get());
+  auto first = std::make_shared<CollectingSink>();
+  auto second = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(MakeRequest("1", Prompt(5, 0), 3), first).ok());
+  ASSERT_TRUE(engine->Submit(MakeRequest("2", Prompt(5, 1), 2), second).ok());
+  go = true;
+  const auto a = first->Wait();
+  const auto b = second->Wait();
+  // The first: admitted at once, a token at the end of each of its 3 steps.
+  EXPECT_DOUBLE_EQ(a.timings.queue_seconds, 0.0);
+  EXPECT_DOUBLE_EQ(a.timings.time_to_first_token_seconds, 1.0);
+  EXPECT_DOUBLE_EQ(a.timings.total_seconds, 3.0);
+  // The second waits for the first's 3 steps, then runs 2.
+  EXPECT_DOUBLE_EQ(b.timings.queue_seconds, 3.0);
+  EXPECT_DOUBLE_EQ(b.timings.time_to_first_token_seconds, 4.0);
+  EXPECT_DOUBLE_EQ(b.timings.total_seconds, 5.0);
+  EXPECT_DOUBLE_EQ(engine->Stats().total_step_seconds, 5.0);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ void CollectingSink::OnEvent(TokenEvent event) {
     result_.finish_reason = event.finish_reason;
     result_.usage = event.usage;
     result_.status = event.status;
+    result_.timings = event.timings;
     cv_.notify_all();
   }
 }
@@ -47,6 +48,7 @@ FakeBackend::FakeBackend(int32_t num_blocks, int32_t block_size, int64_t vocab_s
 
 absl::Status FakeBackend::Forward(const BatchPlan& plan, Logits* logits) {
   ++forward_calls;
+  if (on_forward) on_forward();
   if (static_cast<int64_t>(plan.entries.size()) > max_entries) max_entries = plan.entries.size();
   if (step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_delay_ms));
   if (fail) return absl::InternalError("injected backend failure");

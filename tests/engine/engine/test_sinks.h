@@ -5,11 +5,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "engine/backend/backend.h"
+#include "engine/clock.h"
 #include "engine/request.h"
 
 namespace vg::engine::testing {
@@ -27,6 +29,7 @@ class CollectingSink : public TokenSink {
     FinishReason finish_reason = FinishReason::kLength;
     Usage usage;
     absl::Status status;
+    RequestTimings timings;
     int events = 0;
   };
   Result Wait();
@@ -57,12 +60,23 @@ class FakeBackend : public Backend {
   std::atomic<bool> fail{false};
   std::atomic<int64_t> forward_calls{0};
   std::atomic<int64_t> max_entries{0};
+  std::function<void()> on_forward;  // runs at the start of every Forward (set before use)
 
  private:
   int32_t num_blocks_;
   int32_t block_size_;
   int64_t vocab_size_;
   std::vector<int32_t> slots_;
+};
+
+// A clock that moves only when told to.
+class FakeClock : public Clock {
+ public:
+  double Now() const override { return now_.load(); }
+  void Advance(double seconds) { now_.store(now_.load() + seconds); }
+
+ private:
+  std::atomic<double> now_{1000.0};
 };
 
 }  // namespace vg::engine::testing
