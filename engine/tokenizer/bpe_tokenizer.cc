@@ -6,27 +6,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/byte_piece.h"
 #include "engine/tokenizer/utf8.h"
 
 namespace vg::engine {
 namespace {
-
-// spm's PieceToByte: exactly "<0xXX>" with uppercase hex; -1 for anything else.
-int PieceToByte(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (const char c : piece.substr(3, 2)) {
-    value <<= 4;
-    if (c >= '0' && c <= '9') {
-      value |= c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      value |= c - 'A' + 10;
-    } else {
-      return -1;
-    }
-  }
-  return value;
-}
 
 bool IsValidUtf8(std::string_view s) {
   while (!s.empty()) {

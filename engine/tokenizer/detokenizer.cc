@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/byte_piece.h"
 #include "engine/tokenizer/utf8.h"
 
 namespace vg::engine {
@@ -34,23 +35,6 @@ bool CanBecomeValidChar(std::string_view prefix) {
     if (utf8::ValidCharLen(candidate) == length) return true;
   }
   return false;
-}
-
-// spm's PieceToByte: "<0xXX>" with uppercase hex, else -1.
-int PieceByteValue(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (const char c : piece.substr(3, 2)) {
-    value <<= 4;
-    if (c >= '0' && c <= '9') {
-      value |= c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      value |= c - 'A' + 10;
-    } else {
-      return -1;
-    }
-  }
-  return value;
 }
 
 }  // namespace
@@ -90,7 +74,7 @@ std::string IncrementalDetokenizer::Push(int32_t token_id) {
 
   // A byte piece is the only kind whose surface is its single raw byte ("<0x41>" as a user-defined
   // piece of a model without byte fallback decodes literally).
-  const int byte = PieceByteValue(piece);
+  const int byte = PieceToByte(piece);
   if (byte >= 0 && surface.size() == 1 && static_cast<uint8_t>(surface[0]) == byte) {
     bytes_.push_back(surface[0]);
     DrainBytes(/*final=*/false, out);
