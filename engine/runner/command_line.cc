@@ -32,7 +32,7 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
     if (spec == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
-    if (out.values_.count(name) > 0) {
+    if (out.values_.count(name) > 0 && !spec->repeated) {
       return absl::InvalidArgumentError(absl::StrCat("flag --", name, " given more than once"));
     }
     if (!spec->takes_value) {
@@ -49,8 +49,14 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
       value = argv[++i];
     }
     out.values_[name] = *value;
+    if (spec->repeated) out.repeated_[name].push_back(*value);
   }
   return out;
+}
+
+std::vector<std::string> CommandLine::GetAll(const std::string& name) const {
+  auto it = repeated_.find(name);
+  return it == repeated_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::optional<std::string> CommandLine::GetString(const std::string& name) const {

@@ -19,6 +19,7 @@ namespace vg::engine {
 struct FlagSpec {
   std::string_view name;  // without the leading "--"
   bool takes_value = true;
+  bool repeated = false;  // may be given several times (GetAll)
 };
 
 class CommandLine {
@@ -35,11 +36,14 @@ class CommandLine {
                                  int64_t max) const;
   absl::StatusOr<uint64_t> GetUint64(const std::string& name, uint64_t default_value) const;
   absl::StatusOr<double> GetDouble(const std::string& name, double default_value) const;
+  // Every value of a repeated flag, in order.
+  std::vector<std::string> GetAll(const std::string& name) const;
   // A comma-separated list of integers ("2,651,1234").
   absl::StatusOr<std::vector<int32_t>> GetIntList(const std::string& name) const;
 
  private:
-  std::map<std::string, std::string> values_;  // booleans map to ""
+  std::map<std::string, std::string> values_;  // booleans map to ""; repeated: the last value
+  std::map<std::string, std::vector<std::string>> repeated_;
 };
 
 }  // namespace vg::engine

@@ -1,0 +1,55 @@
+#include "client/connection.h"
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace vg::client {
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& options) {
+  std::vector<std::string> servers = absl::StrSplit(options.server, ',', absl::SkipWhitespace());
+  if (servers.empty()) return absl::InvalidArgumentError("--server is empty");
+  std::string target = servers[0];
+  grpc::ChannelArguments args;
+  if (servers.size() > 1) {
+    // Several addresses: one channel balancing calls over all of them.
+    for (const std::string& s : servers) {
+      if (s.find("://") != std::string::npos || s.find(':') == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--server: with several addresses each must be ip:port, got '", s, "'"));
+      }
+    }
+    target = "ipv4:" + absl::StrJoin(servers, ",");
+    args.SetLoadBalancingPolicyName("round_robin");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca_file.empty()) {
+    std::ifstream in(options.tls_ca_file);
+    if (!in) return absl::NotFoundError(absl::StrCat(options.tls_ca_file, ": cannot read"));
+    std::stringstream pem;
+    pem << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = pem.str();
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return grpc::CreateCustomChannel(target, credentials, args);
+}
+
+std::unique_ptr<grpc::ClientContext> MakeContext(const ConnectionOptions& options,
+                                                 double deadline_seconds) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!options.auth_token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options.auth_token);
+  }
+  if (deadline_seconds > 0) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::microseconds(static_cast<int64_t>(deadline_seconds * 1e6)));
+  }
+  return context;
+}
+
+}  // namespace vg::client
