@@ -50,13 +50,31 @@ tokenize:
 )";
 
 constexpr FlagSpec kFlags[] = {
-    {"server"},        {"tls-ca"},         {"auth-token"},         {"deadline"},
-    {"prompt"},        {"prompt-ids"},     {"max-new-tokens"},     {"temperature"},
-    {"top-k"},         {"top-p"},          {"min-p"},              {"seed"},
-    {"repetition-penalty"}, {"presence-penalty"}, {"frequency-penalty"},
-    {"stop", true, true},   {"stop-token-ids"},   {"ignore-eos", false},
-    {"top-logprobs"},  {"request-id"},     {"cache-salt"},         {"json", false},
-    {"text"},          {"add-bos", false}, {"help", false},
+    {"server"},
+    {"tls-ca"},
+    {"auth-token"},
+    {"deadline"},
+    {"prompt"},
+    {"prompt-ids"},
+    {"max-new-tokens"},
+    {"temperature"},
+    {"top-k"},
+    {"top-p"},
+    {"min-p"},
+    {"seed"},
+    {"repetition-penalty"},
+    {"presence-penalty"},
+    {"frequency-penalty"},
+    {"stop", true, true},
+    {"stop-token-ids"},
+    {"ignore-eos", false},
+    {"top-logprobs"},
+    {"request-id"},
+    {"cache-salt"},
+    {"json", false},
+    {"text"},
+    {"add-bos", false},
+    {"help", false},
 };
 
 int UsageError(absl::string_view message) {
@@ -64,9 +82,31 @@ int UsageError(absl::string_view message) {
   return 2;
 }
 
+std::string CodeName(grpc::StatusCode code) {
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
+  const int index = static_cast<int>(code);
+  return index >= 0 && index < 17 ? kNames[index] : absl::StrCat("code ", index);
+}
+
 int ServerError(const grpc::Status& status) {
-  std::cerr << "vaultgemma-cli: server error " << static_cast<int>(status.error_code()) << ": "
-            << status.error_message() << "\n";
+  std::cerr << "vaultgemma-cli: " << CodeName(status.error_code()) << ": " << status.error_message()
+            << "\n";
   return 3;
 }
 
@@ -100,7 +140,8 @@ absl::Status BuildRequest(const CommandLine& cl, pb::GenerateRequest* request) {
   } else if (cl.Has("prompt")) {
     request->set_text(*cl.GetString("prompt"));
   } else {
-    if (isatty(STDIN_FILENO)) return absl::InvalidArgumentError("no prompt: give --prompt or stdin");
+    if (isatty(STDIN_FILENO))
+      return absl::InvalidArgumentError("no prompt: give --prompt or stdin");
     std::string text(std::istreambuf_iterator<char>(std::cin), {});
     if (!text.empty() && text.back() == '\n') text.pop_back();
     request->set_text(text);
@@ -241,8 +282,7 @@ int Health(const ConnectionOptions& conn, double deadline, std::shared_ptr<grpc:
   const grpc::Status status = grpc::health::v1::Health::NewStub(channel)->Check(
       context.get(), grpc::health::v1::HealthCheckRequest(), &response);
   if (!status.ok()) return ServerError(status);
-  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-            << "\n";
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
 }
 

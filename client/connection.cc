@@ -19,8 +19,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
     // Several addresses: one channel balancing calls over all of them.
     for (const std::string& s : servers) {
       if (s.find("://") != std::string::npos || s.find(':') == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--server: with several addresses each must be ip:port, got '", s, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--server: with several addresses each must be ip:port, got '", s, "'"));
       }
     }
     target = "ipv4:" + absl::StrJoin(servers, ",");
