@@ -9,7 +9,7 @@ ckpt=$data/vaultgemma-1b-shape-bf16
 
 if [ ! -f "$ckpt/model.safetensors" ] || [ ! -f "$ckpt/tokenizer.model" ]; then
   echo "== creating the random 1B-shape BF16 checkpoint in $ckpt"
-  "$build/bench/make_random_checkpoint" --out "$ckpt" --shape 1b --dtype bf16
+  "$build/bin/make_random_checkpoint" --out "$ckpt" --shape 1b --dtype bf16
 fi
 
 echo "== single-stream decode, 1B shape, BF16"

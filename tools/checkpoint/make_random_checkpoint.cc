@@ -12,11 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "engine/model/dtype.h"
 #include "engine/runner/command_line.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace vg::tools {
@@ -30,6 +33,8 @@ struct Shape {
 
 constexpr Shape k1B = {256000, 1152, 6912, 26, 4, 4, 256, 1024};
 constexpr Shape kTiny = {512, 64, 128, 2, 4, 2, 16, 128};
+// `make demo`: small enough to start at once, the released model's context; vocab from --tokenizer.
+constexpr Shape kDemo = {512, 256, 768, 4, 4, 1, 64, 1024};
 
 struct Tensor {
   std::string name;
@@ -159,7 +164,8 @@ std::string TokenizerModel(int64_t vocab) {
 }
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {{"out"}, {"shape"}, {"dtype"}, {"seed"}};
+  static constexpr engine::FlagSpec kFlags[] = {
+      {"out"}, {"shape"}, {"dtype"}, {"seed"}, {"tokenizer"}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok()) {
     std::cerr << "make_random_checkpoint: " << cl.status().message() << "\n";
@@ -169,13 +175,33 @@ int Run(int argc, char** argv) {
   const std::string shape_name = cl->GetString("shape").value_or("1b");
   const std::string dtype_name = cl->GetString("dtype").value_or("bf16");
   auto seed = cl->GetUint64("seed", 1);
-  if (out_dir.empty() || !seed.ok() || (shape_name != "1b" && shape_name != "tiny") ||
+  if (out_dir.empty() || !seed.ok() ||
+      (shape_name != "1b" && shape_name != "tiny" && shape_name != "demo") ||
       (dtype_name != "bf16" && dtype_name != "f32" && dtype_name != "f16")) {
-    std::cerr << "usage: make_random_checkpoint --out DIR [--shape 1b|tiny] "
-                 "[--dtype bf16|f32|f16] [--seed N]\n";
+    std::cerr << "usage: make_random_checkpoint --out DIR [--shape 1b|tiny|demo] "
+                 "[--dtype bf16|f32|f16] [--seed N] [--tokenizer tokenizer.model]\n";
     return 2;
   }
-  const Shape shape = shape_name == "1b" ? k1B : kTiny;
+  Shape shape = shape_name == "1b" ? k1B : shape_name == "demo" ? kDemo : kTiny;
+  // With a real tokenizer (e.g. one spm_train made), the vocabulary is its size.
+  std::string tokenizer_bytes;
+  std::set<int64_t> silent_rows;  // byte, control and tag pieces of a given tokenizer
+  if (auto path = cl->GetString("tokenizer"); path.has_value()) {
+    auto tokenizer = engine::Tokenizer::Load(*path);
+    if (!tokenizer.ok()) {
+      std::cerr << "make_random_checkpoint: " << tokenizer.status().message() << "\n";
+      return 2;
+    }
+    shape.vocab = (*tokenizer)->vocab_size();
+    for (int32_t id = 0; id < shape.vocab; ++id) {
+      const std::string_view piece = (*tokenizer)->IdToPiece(id);
+      if (piece.substr(0, 3) == "<0x" || (piece.size() > 1 && piece.front() == '<')) {
+        silent_rows.insert(id);
+      }
+    }
+    std::ifstream in(*path, std::ios::binary);
+    tokenizer_bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
   const DType dtype = dtype_name == "bf16"  ? DType::kBF16
                       : dtype_name == "f16" ? DType::kF16
                                             : DType::kF32;
@@ -235,8 +261,12 @@ int Run(int argc, char** argv) {
     uint64_t elements = 1;
     for (int64_t d : t.shape) elements *= static_cast<uint64_t>(d);
     buffer.resize(elements * engine::DTypeSize(dtype));
+    const bool embedding = t.name == "model.embed_tokens.weight";
     for (uint64_t i = 0; i < elements; ++i) {
-      const float v = noise.Next(t.stddev);
+      float v = noise.Next(t.stddev);
+      // Silent rows (logit 0 under the tied head) for pieces that should not win: random
+      // weights otherwise favour stray byte pieces, which print as U+FFFD.
+      if (embedding && silent_rows.count(static_cast<int64_t>(i / shape.hidden)) > 0) v = 0.0f;
       if (dtype == DType::kF32) {
         std::memcpy(buffer.data() + 4 * i, &v, 4);
       } else {
@@ -252,7 +282,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   std::ofstream(std::filesystem::path(out_dir) / "tokenizer.model", std::ios::binary)
-      << TokenizerModel(shape.vocab);
+      << (tokenizer_bytes.empty() ? TokenizerModel(shape.vocab) : tokenizer_bytes);
   std::cout << "wrote " << out_dir << " (" << (offset >> 20) << " MiB of " << dtype_name
             << " weights)\n";
   return 0;
