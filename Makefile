@@ -1,4 +1,6 @@
 # Front door of vaultgemma-server. `make test` is what CI runs (.ci/run).
+#   make demo     deps + build, then the server on a random demo model and one streamed generation
+#   make serve    MODEL=google/vaultgemma-1b (or a directory): the server in the foreground
 #   make deps     install the Debian packages the build and tests need (idempotent, sudo when not root)
 #   make build    Release build; executables in build/bin/
 #   make test     deps + build + ctest, plus the unit tests under ASan+UBSan (build-asan/)
@@ -13,7 +15,10 @@ CTEST_ARGS ?=
 
 CXX_SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps configure build asan test test-release test-asan bench format lint clean
+MODEL ?= google/vaultgemma-1b
+LISTEN ?= 0.0.0.0:50051
+
+.PHONY: all deps configure build asan test test-release test-asan bench demo serve format lint clean
 
 all: build
 
@@ -43,6 +48,12 @@ test-asan: asan
 	  ctest --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
 
 test: test-release test-asan
+
+demo: build
+	tools/demo/run_demo.sh $(BUILD_DIR)
+
+serve: build
+	$(BUILD_DIR)/bin/vaultgemma-server --model $(MODEL) --listen $(LISTEN)
 
 bench: build
 	tools/bench/run_benchmarks.sh $(BUILD_DIR)

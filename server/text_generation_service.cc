@@ -1,0 +1,277 @@
+#include "server/text_generation_service.h"
+
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/model/dtype.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "server/request_conversion.h"
+#include "server/status_mapping.h"
+
+namespace vg::server {
+namespace {
+
+namespace pb = ::vaultgemma::v1;
+
+class GenerateReactor;
+
+// Shared by a GenerateReactor and the engine's sink for its request. The engine may hold the sink
+// (and so this state) after the reactor is gone; `reactor` is then null and events are dropped.
+//
+// Ownership of gRPC operations: a thread may call StartWrite or Finish on the reactor only after
+// claiming the operation under `mu` (writing / finish_called). Finish is claimed only while no
+// write is in flight, and OnDone (which deletes the reactor) follows Finish and the completion of
+// every operation, so the reactor outlives every claimed call.
+struct StreamState {
+  absl::Mutex mu;
+  GenerateReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  std::deque<engine::TokenEvent> pending ABSL_GUARDED_BY(mu);
+  bool writing ABSL_GUARDED_BY(mu) = false;
+  bool finish_after_write ABSL_GUARDED_BY(mu) = false;
+  bool finish_called ABSL_GUARDED_BY(mu) = false;
+  bool broken ABSL_GUARDED_BY(mu) = false;  // cancelled, deadline, or a write failed
+  bool first_message ABSL_GUARDED_BY(mu) = true;
+  bool engine_done ABSL_GUARDED_BY(mu) = false;  // the engine sent its final event
+  std::vector<int32_t> prompt_token_ids ABSL_GUARDED_BY(mu);
+
+  // Starts the next write or the Finish, if one is due and none is in flight. Any thread.
+  void Pump();
+};
+
+class StreamSink final : public engine::TokenSink {
+ public:
+  explicit StreamSink(std::shared_ptr<StreamState> state) : state_(std::move(state)) {}
+
+  // Engine loop thread: only buffers, then lets Pump issue a write (StartWrite never blocks).
+  void OnEvent(engine::TokenEvent event) override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      if (event.finished) state_->engine_done = true;
+      if (state_->reactor == nullptr || state_->finish_called) return;
+      state_->pending.push_back(std::move(event));
+    }
+    state_->Pump();
+  }
+
+ private:
+  std::shared_ptr<StreamState> state_;
+};
+
+class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
+ public:
+  GenerateReactor(engine::Engine* engine, grpc::CallbackServerContext* context,
+                  const pb::GenerateRequest& request, std::string request_id)
+      : engine_(engine), state_(std::make_shared<StreamState>()), request_id_(request_id) {
+    // An invalid client id is not echoed: it may not be a legal metadata value.
+    if (absl::Status s = ValidateRequestId(request_id_); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    context->AddInitialMetadata(kRequestIdMetadataKey, request_id_);
+    auto converted =
+        ToEngineRequest(request, engine->config(), engine->tokenizer(), std::move(request_id));
+    if (!converted.ok()) {
+      Finish(ToGrpcStatus(converted.status()));
+      return;
+    }
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = this;
+      state_->prompt_token_ids = converted->prompt_token_ids;
+    }
+    // Before Submit: once submitted, the engine thread may start the first write at any time.
+    StartSendInitialMetadata();
+    absl::Status submitted =
+        engine->Submit(*std::move(converted), std::make_shared<StreamSink>(state_));
+    if (!submitted.ok()) {
+      {
+        absl::MutexLock lock(&state_->mu);
+        state_->finish_called = true;
+      }
+      Finish(ToGrpcStatus(submitted));
+      return;
+    }
+    submitted_ = true;
+  }
+
+  // Called by StreamState::Pump with the lock held: claims the next operation.
+  enum class Action { kNone, kWrite, kFinish };
+  Action NextActionLocked(StreamState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (s.finish_called || s.writing) return Action::kNone;
+    if (s.broken) {
+      return ClaimFinish(s, grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled"));
+    }
+    if (s.finish_after_write) return ClaimFinish(s, grpc::Status::OK);
+    if (s.pending.empty()) return Action::kNone;
+    engine::TokenEvent event = std::move(s.pending.front());
+    s.pending.pop_front();
+    if (event.finished && event.finish_reason == engine::FinishReason::kError) {
+      absl::Status status =
+          event.status.ok() ? absl::InternalError("the engine failed") : event.status;
+      return ClaimFinish(s, ToGrpcStatus(status));
+    }
+    if (event.finished && event.finish_reason == engine::FinishReason::kCancelled) {
+      return ClaimFinish(s, grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled"));
+    }
+    response_ = ToResponse(event);
+    if (s.first_message) {
+      s.first_message = false;
+      for (int32_t id : s.prompt_token_ids) response_.add_prompt_token_ids(id);
+    }
+    s.finish_after_write = event.finished;
+    s.writing = true;
+    return Action::kWrite;
+  }
+
+  void Write() { StartWrite(&response_); }
+  void FinishClaimed() { Finish(final_status_); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->writing = false;
+      if (!ok) state_->broken = true;
+    }
+    state_->Pump();
+  }
+
+  // Client cancellation, disconnection or deadline.
+  void OnCancel() override {
+    bool cancel_engine = false;
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->broken = true;
+      // A finished id may already belong to a new request; cancel only our own live one.
+      cancel_engine = submitted_ && !state_->engine_done;
+    }
+    if (cancel_engine) engine_->Cancel(request_id_);
+    state_->Pump();
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = nullptr;
+      state_->pending.clear();
+    }
+    delete this;
+  }
+
+ private:
+  Action ClaimFinish(StreamState& s, grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    s.finish_called = true;
+    final_status_ = std::move(status);
+    return Action::kFinish;
+  }
+
+  engine::Engine* const engine_;
+  const std::shared_ptr<StreamState> state_;
+  const std::string request_id_;
+  bool submitted_ = false;         // written in the constructor only
+  pb::GenerateResponse response_;  // the message in flight; touched only by the write's claimant
+  grpc::Status final_status_;      // touched only by the Finish claimant
+};
+
+void StreamState::Pump() {
+  GenerateReactor* r = nullptr;
+  GenerateReactor::Action action = GenerateReactor::Action::kNone;
+  {
+    absl::MutexLock lock(&mu);
+    if (reactor == nullptr) return;
+    r = reactor;
+    action = r->NextActionLocked(*this);
+  }
+  // Outside the lock: gRPC may run reactions inline, and they take the lock.
+  if (action == GenerateReactor::Action::kWrite) r->Write();
+  if (action == GenerateReactor::Action::kFinish) r->FinishClaimed();
+}
+
+std::string RandomHex() {
+  std::random_device device;
+  char buffer[17];
+  std::snprintf(buffer, sizeof(buffer), "%08x%08x", device(), device());
+  return buffer;
+}
+
+// config.json's spelling ("bfloat16"), not safetensors' ("BF16").
+std::string TorchDTypeName(const std::optional<engine::DType>& dtype) {
+  if (!dtype.has_value()) return "unknown";
+  switch (*dtype) {
+    case engine::DType::kBF16:
+      return "bfloat16";
+    case engine::DType::kF16:
+      return "float16";
+    case engine::DType::kF32:
+      return "float32";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+TextGenerationService::TextGenerationService(engine::Engine* engine, std::string model_id,
+                                             std::string device)
+    : engine_(engine),
+      model_id_(std::move(model_id)),
+      device_(std::move(device)),
+      id_prefix_(absl::StrCat("req-", RandomHex(), "-")) {}
+
+std::string TextGenerationService::NextRequestId() {
+  return absl::StrCat(id_prefix_, next_id_.fetch_add(1, std::memory_order_relaxed));
+}
+
+grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
+    grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
+  std::string id = request->request_id();
+  if (id.empty()) id = NextRequestId();
+  return new GenerateReactor(engine_, context, *request, std::move(id));
+}
+
+grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,
+                                                          const pb::TokenizeRequest* request,
+                                                          pb::TokenizeResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!IsValidUtf8(request->text())) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("text is not valid UTF-8")));
+    return reactor;
+  }
+  const engine::Tokenizer& tokenizer = engine_->tokenizer();
+  std::vector<int32_t> ids;
+  if (request->add_bos()) ids.push_back(static_cast<int32_t>(engine_->config().bos_token_id));
+  const std::vector<int32_t> text_ids = tokenizer.Encode(request->text(), /*add_bos=*/false);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  for (int32_t id : ids) {
+    response->add_token_ids(static_cast<uint32_t>(id));
+    response->add_pieces(std::string(tokenizer.IdToPiece(id)));
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
+    grpc::CallbackServerContext* context, const pb::GetModelInfoRequest* request,
+    pb::ModelInfo* response) {
+  const engine::ModelConfig& config = engine_->config();
+  response->set_model_id(model_id_);
+  response->set_architecture("VaultGemmaForCausalLM");
+  response->set_dtype(TorchDTypeName(config.torch_dtype));
+  response->set_context_length(static_cast<uint32_t>(config.max_position_embeddings));
+  response->set_vocab_size(static_cast<uint32_t>(config.vocab_size));
+  response->set_device(device_);
+  response->set_server_version(kServerVersion);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace vg::server

@@ -1,0 +1,63 @@
+// TextGenerationService: the vaultgemma.v1.TextGeneration gRPC service (callback API) over one
+// engine::Engine.
+//
+// Generate validates the request (request_conversion.h), submits it and streams one
+// GenerateResponse per engine event through a ServerWriteReactor. The engine's loop thread never
+// blocks on a client: events are buffered in a state object shared by the reactor and the engine's
+// sink, and the reactor writes them one at a time. The request id (the request's, or a generated
+// "req-...") goes out in the initial metadata "x-request-id". Client cancellation, disconnection
+// and deadlines cancel the engine request (Engine::Cancel); the engine frees its blocks at its next
+// step. Statuses: those of ToEngineRequest and Engine::Submit, mapped by ToGrpcStatus; CANCELLED
+// when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error.
+//
+// Thread-safety: all methods are called by gRPC on its threads; the service holds no mutable state
+// but an atomic id counter. The engine must outlive the server the service is registered with.
+#ifndef VG_SERVER_TEXT_GENERATION_SERVICE_H_
+#define VG_SERVER_TEXT_GENERATION_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "engine/engine.h"
+#include "vaultgemma/v1/text_generation.grpc.pb.h"
+
+namespace vg::server {
+
+inline constexpr char kRequestIdMetadataKey[] = "x-request-id";
+inline constexpr char kServerVersion[] = "0.1.0";
+inline constexpr char kServiceName[] = "vaultgemma.v1.TextGeneration";
+
+class TextGenerationService final : public vaultgemma::v1::TextGeneration::CallbackService {
+ public:
+  // `engine` is not owned and must outlive every RPC; `model_id` is what GetModelInfo reports
+  // (the --model argument); `device` e.g. "cpu".
+  TextGenerationService(engine::Engine* engine, std::string model_id, std::string device = "cpu");
+
+  grpc::ServerWriteReactor<vaultgemma::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context,
+      const vaultgemma::v1::GenerateRequest* request) override;
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const vaultgemma::v1::TokenizeRequest* request,
+                                     vaultgemma::v1::TokenizeResponse* response) override;
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const vaultgemma::v1::GetModelInfoRequest* request,
+                                         vaultgemma::v1::ModelInfo* response) override;
+
+ private:
+  std::string NextRequestId();
+
+  engine::Engine* const engine_;
+  const std::string model_id_;
+  const std::string device_;
+  const std::string id_prefix_;  // "req-<random hex>-", distinct per server process
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace vg::server
+
+#endif  // VG_SERVER_TEXT_GENERATION_SERVICE_H_
