@@ -1,5 +1,6 @@
 #include "server/text_generation_service.h"
 
+#include <chrono>
 #include <cstdio>
 #include <deque>
 #include <memory>
@@ -13,8 +14,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "engine/model/dtype.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/access_log.h"
+#include "server/metrics.h"
 #include "server/request_conversion.h"
 #include "server/status_mapping.h"
 
@@ -33,6 +37,15 @@ class GenerateReactor;
 // write is in flight, and OnDone (which deletes the reactor) follows Finish and the completion of
 // every operation, so the reactor outlives every claimed call.
 struct StreamState {
+  StreamState(Metrics* m, AccessLog* log) : metrics(m), access_log(log) {}
+  // The access-log line is written when both the RPC and the engine are done with the request,
+  // so that it has the gRPC code and the engine's usage even when the client left first.
+  ~StreamState() {
+    if (access_log != nullptr) access_log->Write(record);
+  }
+
+  Metrics* const metrics;       // optional
+  AccessLog* const access_log;  // optional
   absl::Mutex mu;
   GenerateReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
   std::deque<engine::TokenEvent> pending ABSL_GUARDED_BY(mu);
@@ -43,6 +56,9 @@ struct StreamState {
   bool first_message ABSL_GUARDED_BY(mu) = true;
   bool engine_done ABSL_GUARDED_BY(mu) = false;  // the engine sent its final event
   std::vector<int32_t> prompt_token_ids ABSL_GUARDED_BY(mu);
+  // When the sink last received a token (engine thread only), for inter-token latency.
+  std::optional<std::chrono::steady_clock::time_point> last_token_time ABSL_GUARDED_BY(mu);
+  AccessRecord record ABSL_GUARDED_BY(mu);
 
   // Starts the next write or the Finish, if one is due and none is in flight. Any thread.
   void Pump();
@@ -56,6 +72,7 @@ class StreamSink final : public engine::TokenSink {
   void OnEvent(engine::TokenEvent event) override {
     {
       absl::MutexLock lock(&state_->mu);
+      Observe(event);
       if (event.finished) state_->engine_done = true;
       if (state_->reactor == nullptr || state_->finish_called) return;
       state_->pending.push_back(std::move(event));
@@ -64,24 +81,63 @@ class StreamSink final : public engine::TokenSink {
   }
 
  private:
+  void Observe(const engine::TokenEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
+    StreamState& s = *state_;
+    if (!event.token_ids.empty()) {
+      const auto now = std::chrono::steady_clock::now();
+      // An event normally carries one token; a gap shared by several is split evenly.
+      if (s.metrics != nullptr && s.last_token_time.has_value()) {
+        const double gap = std::chrono::duration<double>(now - *s.last_token_time).count() /
+                           static_cast<double>(event.token_ids.size());
+        for (size_t i = 0; i < event.token_ids.size(); ++i) s.metrics->ObserveInterTokenGap(gap);
+      }
+      s.last_token_time = now;
+    }
+    if (!event.finished) return;
+    if (s.metrics != nullptr) {
+      s.metrics->ObserveEngineFinish(event.finish_reason, event.timings, event.usage);
+    }
+    s.record.prompt_tokens = event.usage.prompt_tokens;
+    s.record.completion_tokens = event.usage.completion_tokens;
+    s.record.cached_tokens = event.usage.cached_prompt_tokens;
+    s.record.finish_reason = std::string(engine::FinishReasonName(event.finish_reason));
+    if (event.usage.completion_tokens > 0) {
+      s.record.time_to_first_token_seconds = event.timings.time_to_first_token_seconds;
+    }
+  }
+
   std::shared_ptr<StreamState> state_;
 };
 
 class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
-  GenerateReactor(engine::Engine* engine, grpc::CallbackServerContext* context,
-                  const pb::GenerateRequest& request, std::string request_id)
-      : engine_(engine), state_(std::make_shared<StreamState>()), request_id_(request_id) {
+  GenerateReactor(engine::Engine* engine, Metrics* metrics, AccessLog* access_log,
+                  grpc::CallbackServerContext* context, const pb::GenerateRequest& request,
+                  std::string request_id)
+      : engine_(engine),
+        metrics_(metrics),
+        state_(std::make_shared<StreamState>(metrics, access_log)),
+        request_id_(request_id) {
+    absl::Status valid_id = ValidateRequestId(request_id_);
+    if (access_log != nullptr) {
+      absl::MutexLock lock(&state_->mu);
+      state_->record.method = "Generate";
+      state_->record.peer = context->peer();
+      // An invalid id is not logged either: it could be anything.
+      if (valid_id.ok()) state_->record.request_id = request_id_;
+    }
     // An invalid client id is not echoed: it may not be a legal metadata value.
-    if (absl::Status s = ValidateRequestId(request_id_); !s.ok()) {
-      Finish(ToGrpcStatus(s));
+    if (!valid_id.ok()) {
+      final_status_ = ToGrpcStatus(valid_id);
+      Finish(final_status_);
       return;
     }
     context->AddInitialMetadata(kRequestIdMetadataKey, request_id_);
     auto converted =
         ToEngineRequest(request, engine->config(), engine->tokenizer(), std::move(request_id));
     if (!converted.ok()) {
-      Finish(ToGrpcStatus(converted.status()));
+      final_status_ = ToGrpcStatus(converted.status());
+      Finish(final_status_);
       return;
     }
     {
@@ -98,7 +154,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
         absl::MutexLock lock(&state_->mu);
         state_->finish_called = true;
       }
-      Finish(ToGrpcStatus(submitted));
+      final_status_ = ToGrpcStatus(submitted);
+      Finish(final_status_);
       return;
     }
     submitted_ = true;
@@ -158,11 +215,17 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     state_->Pump();
   }
 
+  // Every operation has completed, so final_status_ is the RPC's status.
   void OnDone() override {
+    if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", final_status_.error_code());
     {
       absl::MutexLock lock(&state_->mu);
       state_->reactor = nullptr;
       state_->pending.clear();
+      state_->record.time = absl::Now();
+      state_->record.code = final_status_.error_code();
+      state_->record.e2e_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     }
     delete this;
   }
@@ -175,11 +238,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   }
 
   engine::Engine* const engine_;
+  Metrics* const metrics_;  // optional
   const std::shared_ptr<StreamState> state_;
   const std::string request_id_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   bool submitted_ = false;         // written in the constructor only
   pb::GenerateResponse response_;  // the message in flight; touched only by the write's claimant
-  grpc::Status final_status_;      // touched only by the Finish claimant
+  grpc::Status final_status_;      // touched only by the Finish claimant (or the constructor)
 };
 
 void StreamState::Pump() {
@@ -220,10 +285,13 @@ std::string TorchDTypeName(const std::optional<engine::DType>& dtype) {
 }  // namespace
 
 TextGenerationService::TextGenerationService(engine::Engine* engine, std::string model_id,
-                                             std::string device)
+                                             std::string device, Metrics* metrics,
+                                             AccessLog* access_log)
     : engine_(engine),
       model_id_(std::move(model_id)),
       device_(std::move(device)),
+      metrics_(metrics),
+      access_log_(access_log),
       id_prefix_(absl::StrCat("req-", RandomHex(), "-")) {}
 
 std::string TextGenerationService::NextRequestId() {
@@ -234,15 +302,17 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
     grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
-  return new GenerateReactor(engine_, context, *request, std::move(id));
+  return new GenerateReactor(engine_, metrics_, access_log_, context, *request, std::move(id));
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,
                                                           const pb::TokenizeRequest* request,
                                                           pb::TokenizeResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!IsValidUtf8(request->text())) {
-    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("text is not valid UTF-8")));
+    FinishUnary(reactor, *context, "Tokenize", start,
+                ToGrpcStatus(absl::InvalidArgumentError("text is not valid UTF-8")));
     return reactor;
   }
   const engine::Tokenizer& tokenizer = engine_->tokenizer();
@@ -254,13 +324,14 @@ grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerCo
     response->add_token_ids(static_cast<uint32_t>(id));
     response->add_pieces(std::string(tokenizer.IdToPiece(id)));
   }
-  reactor->Finish(grpc::Status::OK);
+  FinishUnary(reactor, *context, "Tokenize", start, grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const pb::GetModelInfoRequest* request,
     pb::ModelInfo* response) {
+  const auto start = std::chrono::steady_clock::now();
   const engine::ModelConfig& config = engine_->config();
   response->set_model_id(model_id_);
   response->set_architecture("VaultGemmaForCausalLM");
@@ -270,8 +341,27 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
   response->set_device(device_);
   response->set_server_version(kServerVersion);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  FinishUnary(reactor, *context, "GetModelInfo", start, grpc::Status::OK);
   return reactor;
+}
+
+void TextGenerationService::FinishUnary(grpc::ServerUnaryReactor* reactor,
+                                        const grpc::CallbackServerContext& context,
+                                        const char* method,
+                                        std::chrono::steady_clock::time_point start,
+                                        grpc::Status status) {
+  if (metrics_ != nullptr) metrics_->ObserveRpc(method, status.error_code());
+  if (access_log_ != nullptr) {
+    AccessRecord record;
+    record.time = absl::Now();
+    record.method = method;
+    record.code = status.error_code();
+    record.e2e_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record.peer = context.peer();
+    access_log_->Write(record);
+  }
+  reactor->Finish(std::move(status));
 }
 
 }  // namespace vg::server

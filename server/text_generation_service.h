@@ -18,10 +18,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
 #include "engine/engine.h"
+#include "server/access_log.h"
+#include "server/metrics.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
 namespace vg::server {
@@ -33,8 +36,11 @@ inline constexpr char kServiceName[] = "vaultgemma.v1.TextGeneration";
 class TextGenerationService final : public vaultgemma::v1::TextGeneration::CallbackService {
  public:
   // `engine` is not owned and must outlive every RPC; `model_id` is what GetModelInfo reports
-  // (the --model argument); `device` e.g. "cpu".
-  TextGenerationService(engine::Engine* engine, std::string model_id, std::string device = "cpu");
+  // (the --model argument); `device` e.g. "cpu". `metrics` and `access_log` are optional, not
+  // owned, and must outlive every RPC: each finished RPC is counted
+  // (vaultgemma_grpc_requests_total) and logged, and each generation observed (metrics.h).
+  TextGenerationService(engine::Engine* engine, std::string model_id, std::string device = "cpu",
+                        Metrics* metrics = nullptr, AccessLog* access_log = nullptr);
 
   grpc::ServerWriteReactor<vaultgemma::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -50,10 +56,16 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
 
  private:
   std::string NextRequestId();
+  // Counts and logs a unary RPC, then finishes it.
+  void FinishUnary(grpc::ServerUnaryReactor* reactor, const grpc::CallbackServerContext& context,
+                   const char* method, std::chrono::steady_clock::time_point start,
+                   grpc::Status status);
 
   engine::Engine* const engine_;
   const std::string model_id_;
   const std::string device_;
+  Metrics* const metrics_;       // optional
+  AccessLog* const access_log_;  // optional
   const std::string id_prefix_;  // "req-<random hex>-", distinct per server process
   std::atomic<uint64_t> next_id_{1};
 };

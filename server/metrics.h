@@ -1,0 +1,119 @@
+// Metrics: the server's Prometheus metrics (all named vaultgemma_*, in base units) and the HTTP
+// endpoint that serves them (GET /metrics, prometheus-cpp's civetweb Exposer).
+//
+// Two sources feed it. A background thread polls engine::Engine::Stats() every 250 ms and sets
+// the gauges (requests running/waiting, KV-cache usage) and advances the engine counters by the
+// positive deltas of the cumulative stats (prompt/generation/prefix-cache tokens, preemptions,
+// steps), so counters never decrease. TextGenerationService reports each request: its finish
+// reason and timings (ObserveEngineFinish), gaps between streamed tokens (ObserveInterTokenGap)
+// and each RPC's final gRPC code (ObserveRpc). Labels never carry prompt or completion text.
+//
+// Thread-safety: every method may be called from any thread. The Exposer starts its own threads
+// (TOOLCHAIN.md landmine 2: start metrics before loading a cuBLAS plugin).
+#ifndef VG_SERVER_METRICS_H_
+#define VG_SERVER_METRICS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/engine.h"
+#include "engine/request.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace vg::server {
+
+// The constant labels of vaultgemma_model_info.
+struct ModelLabels {
+  std::string model_id;  // the --model argument
+  std::string dtype;     // e.g. "bfloat16"
+  std::string device;    // e.g. "cpu"
+  std::string version;   // kServerVersion
+};
+
+// "OK", "CANCELLED", "INVALID_ARGUMENT", ... (the names of grpc/status.h's codes).
+std::string_view GrpcCodeName(grpc::StatusCode code);
+
+class Metrics {
+ public:
+  // Serves /metrics on `listen_address` ("0.0.0.0:9090", "127.0.0.1:9464"; port 0 is not
+  // supported by the Exposer) and starts the refresh thread. `engine` is not owned and must
+  // outlive the Metrics. UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when
+  // `engine` is null.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen_address,
+                                                        engine::Engine* engine,
+                                                        const ModelLabels& labels);
+  ~Metrics();  // Stop(), then closes the endpoint
+
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Joins the refresh thread (after one last refresh). Idempotent; /metrics keeps answering.
+  void Stop();
+
+  // Reads engine->Stats() now (the refresh thread does this every 250 ms).
+  void Refresh();
+
+  // The port the endpoint listens on.
+  int port() const;
+
+  // A request the engine finished (its final TokenEvent): counts the finish reason and observes
+  // queue time and end-to-end latency, and time to first token when a token was generated.
+  void ObserveEngineFinish(engine::FinishReason reason, const engine::RequestTimings& timings,
+                           const engine::Usage& usage);
+  // The wall-clock gap between two successive tokens as the server received them.
+  void ObserveInterTokenGap(double seconds);
+  // An RPC's final status; `method` is the short name ("Generate", "Tokenize", "GetModelInfo").
+  void ObserveRpc(std::string_view method, grpc::StatusCode code);
+
+ private:
+  Metrics(engine::Engine* engine, const ModelLabels& labels);
+  void RefreshLoop();
+
+  engine::Engine* const engine_;
+  const std::shared_ptr<prometheus::Registry> registry_;
+
+  prometheus::Gauge* requests_running_;
+  prometheus::Gauge* requests_waiting_;
+  prometheus::Gauge* kv_usage_ratio_;
+  prometheus::Gauge* kv_blocks_used_;
+  prometheus::Gauge* kv_blocks_cached_;
+  prometheus::Gauge* kv_blocks_free_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Counter* generation_tokens_;
+  prometheus::Counter* prefix_cache_hit_tokens_;
+  prometheus::Counter* preemptions_;
+  prometheus::Counter* engine_steps_;
+  prometheus::Counter* engine_step_seconds_;
+  prometheus::Family<prometheus::Counter>* requests_total_;
+  prometheus::Family<prometheus::Counter>* grpc_requests_total_;
+  prometheus::Histogram* time_to_first_token_;
+  prometheus::Histogram* inter_token_latency_;
+  prometheus::Histogram* e2e_latency_;
+  prometheus::Histogram* queue_time_;
+
+  // The last Stats() the counters were advanced to.
+  absl::Mutex refresh_mu_;
+  engine::EngineStats last_ ABSL_GUARDED_BY(refresh_mu_);
+
+  absl::Mutex stop_mu_;
+  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread thread_;
+
+  std::unique_ptr<prometheus::Exposer> exposer_;  // last: destroyed first, stops serving
+};
+
+}  // namespace vg::server
+
+#endif  // VG_SERVER_METRICS_H_
