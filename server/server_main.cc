@@ -1,22 +1,30 @@
 // vaultgemma-server: serves vaultgemma.v1.TextGeneration, grpc.health.v1.Health and server
 // reflection over one CPU engine. Exit codes: 0 after SIGINT/SIGTERM, 2 bad usage or bad model
 // (one line on stderr), 1 anything else. Never logs prompt or completion text.
+#include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
+#include "engine/model/dtype.h"
 #include "engine/model/model_path.h"
 #include "engine/runner/command_line.h"
+#include "server/access_log.h"
+#include "server/metrics.h"
 #include "server/text_generation_service.h"
 
 namespace vg::server {
@@ -36,6 +44,13 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --max-queued N           requests waiting beyond max-num-seqs before RESOURCE_EXHAUSTED,
                            default 256
   --no-reflection          do not serve gRPC server reflection
+  --metrics-port N         Prometheus /metrics on 0.0.0.0:N, default 9464; 0 picks a free port
+                           (printed on start)
+  --no-metrics             no metrics endpoint
+  --access-log FORMAT      off (default), text or json: one line per finished RPC on stderr,
+                           never any prompt or completion text
+  --drain-timeout SECONDS  on SIGTERM/SIGINT, how long in-flight streams may run before they are
+                           cancelled, default 30
   --help                   this text
 )";
 
@@ -44,6 +59,8 @@ constexpr engine::FlagSpec kFlags[] = {
     {"threads"},      {"kv-cache-bytes"},
     {"max-num-seqs"}, {"max-batched-tokens"},
     {"max-queued"},   {"no-reflection", false},
+    {"metrics-port"}, {"no-metrics", false},
+    {"access-log"},   {"drain-timeout"},
     {"help", false},
 };
 
@@ -57,6 +74,9 @@ struct ServerArgs {
   std::string listen = "0.0.0.0:50051";
   engine::EngineOptions engine;
   bool reflection = true;
+  int metrics_port = 9464;  // -1 = off
+  std::string access_log = "off";
+  double drain_timeout_seconds = 30;
 };
 
 absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
@@ -85,6 +105,18 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   args.engine.max_batched_tokens = static_cast<int32_t>(*max_tokens);
   args.engine.max_waiting = static_cast<int32_t>(*max_queued);
   args.reflection = !cl.Has("no-reflection");
+  auto metrics_port = cl.GetInt("metrics-port", 9464, 0, 65535);
+  if (!metrics_port.ok()) return metrics_port.status();
+  args.metrics_port = cl.Has("no-metrics") ? -1 : static_cast<int>(*metrics_port);
+  args.access_log = cl.GetString("access-log").value_or("off");
+  if (args.access_log != "off" && !AccessLog::ParseFormat(args.access_log).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--access-log must be off, text or json, got '", args.access_log, "'"));
+  }
+  auto drain = cl.GetDouble("drain-timeout", 30);
+  if (!drain.ok()) return drain.status();
+  if (*drain < 0) return absl::InvalidArgumentError("--drain-timeout must be >= 0");
+  args.drain_timeout_seconds = *drain;
   return args;
 }
 
@@ -93,6 +125,23 @@ std::string WithPort(const std::string& listen, int port) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) return absl::StrCat(listen, ":", port);
   return absl::StrCat(listen.substr(0, colon + 1), port);
+}
+
+// A free TCP port on all interfaces (prometheus-cpp's Exposer does not take port 0).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 int Run(int argc, char** argv) {
@@ -126,7 +175,34 @@ int Run(int argc, char** argv) {
                                                                                              : 1;
   }
 
-  TextGenerationService service(engine->get(), args->model, "cpu");
+  // Metrics start before anything could load a CUDA plugin (TOOLCHAIN.md, landmine 2).
+  std::unique_ptr<Metrics> metrics;
+  if (args->metrics_port >= 0) {
+    const int metrics_port = args->metrics_port == 0 ? FreePort() : args->metrics_port;
+    const engine::ModelConfig& config = (*engine)->config();
+    auto started =
+        Metrics::Start(absl::StrCat("0.0.0.0:", metrics_port), engine->get(),
+                       ModelLabels{args->model,
+                                   config.torch_dtype.has_value()
+                                       ? std::string(engine::TorchDTypeName(*config.torch_dtype))
+                                       : "unknown",
+                                   "cpu", kServerVersion});
+    if (!started.ok()) {
+      std::cerr << "vaultgemma-server: metrics on port " << metrics_port << ": "
+                << started.status().message() << "\n";
+      (*engine)->Shutdown(false);
+      return 2;
+    }
+    metrics = *std::move(started);
+    std::cerr << "vaultgemma-server: metrics on http://0.0.0.0:" << metrics_port
+              << "/metrics (metrics port " << metrics_port << ")" << std::endl;
+  }
+  std::unique_ptr<AccessLog> access_log;
+  if (args->access_log != "off") {
+    access_log = std::make_unique<AccessLog>(*AccessLog::ParseFormat(args->access_log));
+  }
+
+  TextGenerationService service(engine->get(), args->model, "cpu", metrics.get(), access_log.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (args->reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -148,11 +224,24 @@ int Run(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   std::cerr << "vaultgemma-server: " << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
             << ", shutting down" << std::endl;
+  // Drain: health says NOT_SERVING, the engine refuses new requests (UNAVAILABLE) and finishes
+  // the admitted ones; past --drain-timeout the rest are cancelled.
+  server->GetHealthCheckService()->SetServingStatus(kServiceName, false);
   server->GetHealthCheckService()->SetServingStatus(false);
-  // Cancel the engine's requests first so open streams end now rather than at the deadline.
-  (*engine)->Shutdown(/*drain=*/false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  std::thread drain([&] { (*engine)->Shutdown(/*drain=*/true); });
+  const auto give_up =
+      std::chrono::steady_clock::now() +
+      std::chrono::microseconds(static_cast<int64_t>(args->drain_timeout_seconds * 1e6));
+  while ((*engine)->Stats().running + (*engine)->Stats().waiting > 0 &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  (*engine)->Shutdown(/*drain=*/false);  // cancels whatever is left; returns once the loop ended
+  drain.join();
+  // Let the streams write their last messages, then close.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  std::cerr << "vaultgemma-server: stopped" << std::endl;
   return 0;
 }
 

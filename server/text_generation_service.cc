@@ -268,19 +268,6 @@ std::string RandomHex() {
   return buffer;
 }
 
-// config.json's spelling ("bfloat16"), not safetensors' ("BF16").
-std::string TorchDTypeName(const std::optional<engine::DType>& dtype) {
-  if (!dtype.has_value()) return "unknown";
-  switch (*dtype) {
-    case engine::DType::kBF16:
-      return "bfloat16";
-    case engine::DType::kF16:
-      return "float16";
-    case engine::DType::kF32:
-      return "float32";
-  }
-  return "unknown";
-}
 
 }  // namespace
 
@@ -335,7 +322,9 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
   const engine::ModelConfig& config = engine_->config();
   response->set_model_id(model_id_);
   response->set_architecture("VaultGemmaForCausalLM");
-  response->set_dtype(TorchDTypeName(config.torch_dtype));
+  response->set_dtype(config.torch_dtype.has_value()
+                          ? std::string(engine::TorchDTypeName(*config.torch_dtype))
+                          : "unknown");
   response->set_context_length(static_cast<uint32_t>(config.max_position_embeddings));
   response->set_vocab_size(static_cast<uint32_t>(config.vocab_size));
   response->set_device(device_);

@@ -83,4 +83,16 @@ uint16_t FloatToF16(float value) {
   return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
+std::string_view TorchDTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "float32";
+    case DType::kF16:
+      return "float16";
+    case DType::kBF16:
+      return "bfloat16";
+  }
+  return "unknown";
+}
+
 }  // namespace vg::engine

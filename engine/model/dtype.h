@@ -25,6 +25,9 @@ std::string_view DTypeName(DType dtype);
 // Parses a safetensors dtype string; nullopt for anything we do not load.
 std::optional<DType> ParseSafetensorsDType(std::string_view name);
 
+// The torch spelling, as config.json writes it: "float32", "float16", "bfloat16".
+std::string_view TorchDTypeName(DType dtype);
+
 // Parses a torch dtype name as written in config.json ("float32", "bfloat16", "float16",
 // also "torch.bfloat16"); nullopt when unknown.
 std::optional<DType> ParseTorchDType(std::string_view name);

@@ -29,7 +29,7 @@ class CliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     server_ = new server::testing::ServerProcess(
         {kBin + "vaultgemma-server", "--model", kFixture.string(), "--listen", "127.0.0.1:0",
-         "--threads", "2"});
+         "--threads", "2", "--metrics-port", "0"});
     auto line = server_->WaitForLine("(port ", 60);
     ASSERT_TRUE(line.has_value()) << server_->stderr_text();
     const size_t at = line->find("(port ") + 6;

@@ -22,7 +22,7 @@ const std::string kFixture = std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_m
 
 TEST(VaultgemmaServerTest, ServesAGenerateAndExitsZeroOnSigterm) {
   testing::ServerProcess process({kBinary, "--model", kFixture, "--listen", "127.0.0.1:0",
-                                  "--threads", "1", "--max-num-seqs", "4"});
+                                  "--threads", "1", "--max-num-seqs", "4", "--metrics-port", "0"});
   ASSERT_TRUE(process.started());
   const auto line = process.WaitForLine("(port ", 20);
   ASSERT_TRUE(line.has_value()) << process.stderr_text();
