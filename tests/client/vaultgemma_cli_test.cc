@@ -27,9 +27,9 @@ nlohmann::json ReadJson(const fs::path& path) {
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new server::testing::ServerProcess(
-        {kBin + "vaultgemma-server", "--model", kFixture.string(), "--listen", "127.0.0.1:0",
-         "--threads", "2", "--metrics-port", "0"});
+    server_ = new server::testing::ServerProcess({kBin + "vaultgemma-server", "--model",
+                                                  kFixture.string(), "--listen", "127.0.0.1:0",
+                                                  "--threads", "2", "--metrics-port", "0"});
     auto line = server_->WaitForLine("(port ", 60);
     ASSERT_TRUE(line.has_value()) << server_->stderr_text();
     const size_t at = line->find("(port ") + 6;
@@ -57,8 +57,8 @@ TEST_F(CliTest, GenerateJsonEqualsVaultgemmaRunAndTheFixture) {
   const nlohmann::json c = ReadJson(kFixture / "reference.json")["cases"][0];
   const std::string prompt = c["prompt"];
   const std::string n = std::to_string(c["greedy_token_ids"].size());
-  const ProcessResult cli = Cli({"generate", "--server", address_, "--prompt", prompt,
-                                 "--max-new-tokens", n, "--json"});
+  const ProcessResult cli =
+      Cli({"generate", "--server", address_, "--prompt", prompt, "--max-new-tokens", n, "--json"});
   ASSERT_EQ(cli.exit_code, 0) << cli.err;
   const ProcessResult run = RunProcess({kBin + "vaultgemma-run", "--model", kFixture.string(),
                                         "--prompt", prompt, "--max-new-tokens", n, "--json"});
@@ -108,8 +108,8 @@ TEST_F(CliTest, TokenizeInfoHealth) {
 }
 
 TEST_F(CliTest, ServerErrorsExitThreeUsageErrorsExitTwo) {
-  const ProcessResult bad = Cli({"generate", "--server", address_, "--prompt", "x",
-                                 "--temperature", "-1"});
+  const ProcessResult bad =
+      Cli({"generate", "--server", address_, "--prompt", "x", "--temperature", "-1"});
   EXPECT_EQ(bad.exit_code, 3);
   EXPECT_THAT(bad.err, HasSubstr("INVALID_ARGUMENT"));
   EXPECT_THAT(bad.err, HasSubstr("temperature"));
