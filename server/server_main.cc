@@ -12,8 +12,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -24,8 +26,10 @@
 #include "engine/model/model_path.h"
 #include "engine/runner/command_line.h"
 #include "server/access_log.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/text_generation_service.h"
+#include "server/tls.h"
 
 namespace vg::server {
 namespace {
@@ -50,17 +54,42 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --access-log FORMAT      off (default), text or json: one line per finished RPC on stderr,
                            never any prompt or completion text
   --drain-timeout SECONDS  on SIGTERM/SIGINT, how long in-flight streams may run before they are
-                           cancelled, default 30
+                           cancelled, default 30. While draining, health is NOT_SERVING and new
+                           Generate calls get UNAVAILABLE
+  --auth-token-file FILE   require "authorization: Bearer <token>" on TextGeneration calls, with
+                           one accepted token per line (whitespace trimmed); others get
+                           UNAUTHENTICATED. Health and reflection need no token
+  --tls-cert FILE          serve TLS with this PEM certificate chain (needs --tls-key)
+  --tls-key FILE           PEM private key for --tls-cert
+  --tls-client-ca FILE     mutual TLS: require client certificates signed by this PEM CA bundle
+  --max-connection-age SECONDS
+                           close each client connection (GOAWAY) after this long, so clients
+                           rebalance; default 0 = never
+  --max-connection-age-grace SECONDS
+                           then how long its streams may still run before the connection is
+                           closed, default 600
   --help                   this text
 )";
 
 constexpr engine::FlagSpec kFlags[] = {
-    {"model"},        {"listen"},
-    {"threads"},      {"kv-cache-bytes"},
-    {"max-num-seqs"}, {"max-batched-tokens"},
-    {"max-queued"},   {"no-reflection", false},
-    {"metrics-port"}, {"no-metrics", false},
-    {"access-log"},   {"drain-timeout"},
+    {"model"},
+    {"listen"},
+    {"threads"},
+    {"kv-cache-bytes"},
+    {"max-num-seqs"},
+    {"max-batched-tokens"},
+    {"max-queued"},
+    {"no-reflection", false},
+    {"metrics-port"},
+    {"no-metrics", false},
+    {"access-log"},
+    {"drain-timeout"},
+    {"auth-token-file"},
+    {"tls-cert"},
+    {"tls-key"},
+    {"tls-client-ca"},
+    {"max-connection-age"},
+    {"max-connection-age-grace"},
     {"help", false},
 };
 
@@ -77,6 +106,10 @@ struct ServerArgs {
   int metrics_port = 9464;  // -1 = off
   std::string access_log = "off";
   double drain_timeout_seconds = 30;
+  std::string auth_token_file;  // empty: no authentication
+  TlsFiles tls;
+  int64_t max_connection_age_ms = 0;  // 0: off
+  int64_t max_connection_age_grace_ms = 600'000;
 };
 
 absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
@@ -117,6 +150,21 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   if (!drain.ok()) return drain.status();
   if (*drain < 0) return absl::InvalidArgumentError("--drain-timeout must be >= 0");
   args.drain_timeout_seconds = *drain;
+  args.auth_token_file = cl.GetString("auth-token-file").value_or("");
+  if (cl.Has("auth-token-file") && args.auth_token_file.empty()) {
+    return absl::InvalidArgumentError("--auth-token-file is empty");
+  }
+  args.tls.cert = cl.GetString("tls-cert").value_or("");
+  args.tls.key = cl.GetString("tls-key").value_or("");
+  args.tls.client_ca = cl.GetString("tls-client-ca").value_or("");
+  // At most ~24 days: gRPC takes the milliseconds as an int.
+  constexpr int64_t kMaxAgeSeconds = (int64_t{1} << 31) / 1000 - 1;
+  auto age = cl.GetInt("max-connection-age", 0, 0, kMaxAgeSeconds);
+  if (!age.ok()) return age.status();
+  auto grace = cl.GetInt("max-connection-age-grace", 600, 0, kMaxAgeSeconds);
+  if (!grace.ok()) return grace.status();
+  args.max_connection_age_ms = *age * 1000;
+  args.max_connection_age_grace_ms = *grace * 1000;
   return args;
 }
 
@@ -160,6 +208,15 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::optional<BearerTokenAuth> auth;
+  if (!args->auth_token_file.empty()) {
+    auto loaded = BearerTokenAuth::FromFile(args->auth_token_file);
+    if (!loaded.ok()) return UsageError(loaded.status());
+    auth = *std::move(loaded);
+  }
+  auto credentials = MakeServerCredentials(args->tls);
+  if (!credentials.ok()) return UsageError(credentials.status());
 
   auto dir = engine::ResolveModelPath(args->model);
   if (!dir.ok()) {
@@ -205,9 +262,19 @@ int Run(int argc, char** argv) {
   TextGenerationService service(engine->get(), args->model, "cpu", metrics.get(), access_log.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (args->reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (auth.has_value()) {
+    service.SetAuthorizer(
+        [&auth](const grpc::ServerContextBase& context) { return auth->Check(context); });
+  }
   grpc::ServerBuilder builder;
+  if (args->max_connection_age_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(args->max_connection_age_ms));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(args->max_connection_age_grace_ms));
+  }
   int port = 0;
-  builder.AddListeningPort(args->listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(args->listen, *credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -218,25 +285,35 @@ int Run(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   server->GetHealthCheckService()->SetServingStatus(true);
   std::cerr << "vaultgemma-server: serving " << args->model << " on "
-            << WithPort(args->listen, port) << " (port " << port << ")" << std::endl;
+            << WithPort(args->listen, port) << (args->tls.cert.empty() ? "" : " with TLS")
+            << (args->tls.client_ca.empty() ? "" : " (client certificates required)")
+            << (auth.has_value() ? " (bearer token required)" : "") << " (port " << port << ")"
+            << std::endl;
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  std::cerr << "vaultgemma-server: " << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", shutting down" << std::endl;
-  // Drain: health says NOT_SERVING, the engine refuses new requests (UNAVAILABLE) and finishes
-  // the admitted ones; past --drain-timeout the rest are cancelled.
+  // Drain: health says NOT_SERVING and new Generate calls get UNAVAILABLE at once; the admitted
+  // requests run to their end, but past --drain-timeout the rest are cancelled.
   server->GetHealthCheckService()->SetServingStatus(kServiceName, false);
   server->GetHealthCheckService()->SetServingStatus(false);
-  std::thread drain([&] { (*engine)->Shutdown(/*drain=*/true); });
-  const auto give_up =
-      std::chrono::steady_clock::now() +
+  service.SetDraining(true);
+  // Printed once new calls are refused (tests wait for it).
+  std::cerr << "vaultgemma-server: " << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
+            << ", shutting down" << std::endl;
+  std::promise<void> drained;
+  std::future<void> drained_future = drained.get_future();
+  std::thread drain([&] {
+    (*engine)->Shutdown(/*drain=*/true);
+    drained.set_value();
+  });
+  const auto timeout =
       std::chrono::microseconds(static_cast<int64_t>(args->drain_timeout_seconds * 1e6));
-  while ((*engine)->Stats().running + (*engine)->Stats().waiting > 0 &&
-         std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (drained_future.wait_for(timeout) != std::future_status::ready) {
+    const engine::EngineStats stats = (*engine)->Stats();
+    std::cerr << "vaultgemma-server: drain timeout, cancelling " << stats.running + stats.waiting
+              << " requests" << std::endl;
+    (*engine)->Shutdown(/*drain=*/false);  // cancels what is left; returns once the loop ended
   }
-  (*engine)->Shutdown(/*drain=*/false);  // cancels whatever is left; returns once the loop ended
   drain.join();
   // Let the streams write their last messages, then close.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

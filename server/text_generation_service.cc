@@ -268,6 +268,12 @@ std::string RandomHex() {
   return buffer;
 }
 
+// A Generate refused before it reaches the engine (unauthenticated, draining): finishes at once.
+class RejectedGenerate final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
+ public:
+  explicit RejectedGenerate(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
 
 }  // namespace
 
@@ -287,6 +293,14 @@ std::string TextGenerationService::NextRequestId() {
 
 grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
     grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
+  grpc::Status rejected = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
+  if (rejected.ok() && draining()) {
+    rejected = grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is draining");
+  }
+  if (!rejected.ok()) {
+    if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", rejected.error_code());
+    return new RejectedGenerate(std::move(rejected));
+  }
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
   return new GenerateReactor(engine_, metrics_, access_log_, context, *request, std::move(id));
@@ -297,6 +311,10 @@ grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerCo
                                                           pb::TokenizeResponse* response) {
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK; !denied.ok()) {
+    FinishUnary(reactor, *context, "Tokenize", start, std::move(denied));
+    return reactor;
+  }
   if (!IsValidUtf8(request->text())) {
     FinishUnary(reactor, *context, "Tokenize", start,
                 ToGrpcStatus(absl::InvalidArgumentError("text is not valid UTF-8")));
@@ -319,6 +337,11 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const pb::GetModelInfoRequest* request,
     pb::ModelInfo* response) {
   const auto start = std::chrono::steady_clock::now();
+  if (grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK; !denied.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    FinishUnary(reactor, *context, "GetModelInfo", start, std::move(denied));
+    return reactor;
+  }
   const engine::ModelConfig& config = engine_->config();
   response->set_model_id(model_id_);
   response->set_architecture("VaultGemmaForCausalLM");

@@ -8,10 +8,13 @@
 // "req-...") goes out in the initial metadata "x-request-id". Client cancellation, disconnection
 // and deadlines cancel the engine request (Engine::Cancel); the engine frees its blocks at its next
 // step. Statuses: those of ToEngineRequest and Engine::Submit, mapped by ToGrpcStatus; CANCELLED
-// when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error.
+// when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error;
+// the authorizer's (e.g. UNAUTHENTICATED) before any handler work; UNAVAILABLE "server is
+// draining" for a Generate while draining.
 //
 // Thread-safety: all methods are called by gRPC on its threads; the service holds no mutable state
-// but an atomic id counter. The engine must outlive the server the service is registered with.
+// but an atomic id counter and the draining flag (SetAuthorizer only before the server starts).
+// The engine must outlive the server the service is registered with.
 #ifndef VG_SERVER_TEXT_GENERATION_SERVICE_H_
 #define VG_SERVER_TEXT_GENERATION_SERVICE_H_
 
@@ -20,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "engine/engine.h"
@@ -41,6 +45,17 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   // (vaultgemma_grpc_requests_total) and logged, and each generation observed (metrics.h).
   TextGenerationService(engine::Engine* engine, std::string model_id, std::string device = "cpu",
                         Metrics* metrics = nullptr, AccessLog* access_log = nullptr);
+
+  // Checks every call before its handler runs (e.g. BearerTokenAuth::Check, auth.h); a non-OK
+  // status ends the call with it. Null (the default) admits every call. Call before the server
+  // starts; not thread-safe against running RPCs.
+  using Authorizer = std::function<grpc::Status(const grpc::ServerContextBase&)>;
+  void SetAuthorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
+
+  // While draining, new Generate calls end at once with UNAVAILABLE "server is draining"; streams
+  // already running are unaffected. Any thread.
+  void SetDraining(bool draining) { draining_.store(draining, std::memory_order_relaxed); }
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
   grpc::ServerWriteReactor<vaultgemma::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -68,6 +83,8 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   AccessLog* const access_log_;  // optional
   const std::string id_prefix_;  // "req-<random hex>-", distinct per server process
   std::atomic<uint64_t> next_id_{1};
+  Authorizer authorizer_;  // null: every call is admitted
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace vg::server
