@@ -36,18 +36,6 @@ double HalfBitsToDouble(uint16_t h) {
   return (h & 0x8000) ? -mag : mag;
 }
 
-std::string DTypeString(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return "F32";
-    case DType::kF16:
-      return "F16";
-    case DType::kBF16:
-      return "BF16";
-  }
-  return "?";
-}
-
 using Vec = std::vector<double>;
 
 // y[o] = sum_i x[i] * w[o * in + i] (+ b[o])
@@ -255,7 +243,7 @@ absl::Status TinyModel::WriteCheckpoint(const std::filesystem::path& dir) const 
   nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
   size_t offset = 0;
   for (const auto& [name, t] : tensors_) {
-    header[name] = {{"dtype", DTypeString(t.dtype)},
+    header[name] = {{"dtype", std::string(DTypeName(t.dtype))},
                     {"shape", t.shape},
                     {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
