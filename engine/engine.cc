@@ -64,6 +64,7 @@ class EngineImpl final : public Engine {
         tokenizer_(tokenizer),
         kv_(std::move(kv)),
         clock_(options.clock != nullptr ? *options.clock : Clock::Real()),
+        step_observer_(options.step_observer),
         scheduler_(SchedulerOptions{options.max_num_seqs, options.max_batched_tokens}, kv_.get()) {
     loop_ = std::thread([this] { Loop(); });
   }
@@ -101,6 +102,7 @@ class EngineImpl final : public Engine {
   // Loop-thread state.
   std::unique_ptr<KvCacheManager> kv_;
   const Clock& clock_;
+  StepObserver* const step_observer_;  // optional
   Scheduler scheduler_;
   absl::flat_hash_map<int64_t, std::unique_ptr<ActiveRequest>> active_;
   // Events of this iteration, delivered after the stats snapshot is published, so a caller that
@@ -297,6 +299,7 @@ double EngineImpl::RunStep() {
                    .logits = c.samples ? LogitsMode::kLast : LogitsMode::kNone});
   }
   Logits logits;
+  StepInfo step;
   absl::Status status = backend_->Forward(plan, &logits);
   if (!status.ok()) {
     for (const ScheduledChunk& c : schedule.chunks) {
@@ -307,16 +310,23 @@ double EngineImpl::RunStep() {
   } else {
     scheduler_.OnComputed(schedule);
     int64_t row = 0;
+    step.num_sequences = static_cast<int32_t>(schedule.chunks.size());
     for (const ScheduledChunk& c : schedule.chunks) {
       ActiveRequest& a = *active_.at(c.seq_id);
       const int32_t prompt = static_cast<int32_t>(a.request.prompt_token_ids.size());
       prompt_tokens_processed_ += std::max(0, std::min(c.start + c.num_tokens, prompt) - c.start);
+      step.num_tokens += c.num_tokens;
+      if (c.start < prompt) ++step.num_prefill_sequences;
       if (c.samples) HandleSample(c.seq_id, logits.Row(row++));
     }
   }
   ++steps_;
   const double seconds = clock_.Now() - start;
   total_step_seconds_ += seconds;
+  if (step_observer_ != nullptr && step.num_sequences > 0) {
+    step.seconds = seconds;
+    step_observer_->OnStep(step);
+  }
   return seconds;
 }
 

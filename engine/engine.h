@@ -27,6 +27,22 @@ namespace vg::engine {
 class Backend;
 class Tokenizer;
 
+// What one engine step computed, given to a StepObserver.
+struct StepInfo {
+  int32_t num_sequences = 0;  // sequences in the batch
+  int32_t num_tokens = 0;     // tokens computed: prompt chunks plus one per decoding sequence
+  int32_t num_prefill_sequences = 0;  // sequences whose chunk is (part of) their prompt
+  double seconds = 0;                 // wall time of the step
+};
+
+// Told about every step that ran a batch (metrics: the batch-size histogram). Called on the engine
+// loop thread, so it must be cheap, must not block and must not call into the Engine.
+class StepObserver {
+ public:
+  virtual ~StepObserver() = default;
+  virtual void OnStep(const StepInfo& step) = 0;
+};
+
 struct EngineOptions {
   std::filesystem::path model_dir;   // a checkpoint directory (resolve ids with ResolveModelPath)
   int num_threads = 0;               // CPU backend compute threads; 0 = all cores
@@ -39,6 +55,7 @@ struct EngineOptions {
       256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;
   const Clock* clock = nullptr;  // nullptr = Clock::Real(); must outlive the engine
+  StepObserver* step_observer = nullptr;  // optional; must outlive the engine
 };
 
 struct EngineStats {

@@ -26,6 +26,14 @@ const prometheus::Histogram::BucketBoundaries& RequestLatencyBuckets() {
   return *kBuckets;
 }
 
+// Powers of two up to 4096: sequences per step (at most --max-num-seqs) and tokens per step (at
+// most --max-batched-tokens).
+const prometheus::Histogram::BucketBoundaries& BatchBuckets() {
+  static const auto* const kBuckets = new prometheus::Histogram::BucketBoundaries{
+      1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+  return *kBuckets;
+}
+
 prometheus::Gauge* AddGauge(prometheus::Registry& registry, const std::string& name,
                             const std::string& help, const prometheus::Labels& labels = {}) {
   return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
@@ -92,10 +100,8 @@ std::string_view GrpcCodeName(grpc::StatusCode code) {
 }
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen_address,
-                                                        engine::Engine* engine,
                                                         const ModelLabels& labels) {
-  if (engine == nullptr) return absl::InvalidArgumentError("Metrics::Start: engine is null");
-  std::unique_ptr<Metrics> metrics(new Metrics(engine, labels));
+  std::unique_ptr<Metrics> metrics(new Metrics(labels));
   try {
     // One worker thread is plenty for a scraper or two.
     metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen_address, 1);
@@ -109,8 +115,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   return metrics;
 }
 
-Metrics::Metrics(engine::Engine* engine, const ModelLabels& labels)
-    : engine_(engine), registry_(std::make_shared<prometheus::Registry>()) {
+Metrics::Metrics(const ModelLabels& labels) : registry_(std::make_shared<prometheus::Registry>()) {
   prometheus::Registry& r = *registry_;
   requests_running_ =
       AddGauge(r, "vaultgemma_requests_running", "Requests in the engine's running batch.");
@@ -135,7 +140,7 @@ Metrics::Metrics(engine::Engine* engine, const ModelLabels& labels)
       ->Set(1);
 
   prompt_tokens_ = AddCounter(r, "vaultgemma_prompt_tokens_total",
-                              "Prompt tokens processed (prefilled or read from the prefix cache).");
+                              "Prompt tokens computed (recomputation after preemption included).");
   generation_tokens_ = AddCounter(r, "vaultgemma_generation_tokens_total", "Tokens generated.");
   prefix_cache_hit_tokens_ = AddCounter(r, "vaultgemma_prefix_cache_hit_tokens_total",
                                         "Prompt tokens whose KV came from the prefix cache.");
@@ -174,6 +179,25 @@ Metrics::Metrics(engine::Engine* engine, const ModelLabels& labels)
   queue_time_ =
       AddHistogram(r, "vaultgemma_request_queue_time_seconds",
                    "From submission to the request's first engine step.", RequestLatencyBuckets());
+  batch_sequences_ = AddHistogram(r, "vaultgemma_batch_size_sequences",
+                                  "Sequences in each engine step's batch.", BatchBuckets());
+  batch_tokens_ =
+      AddHistogram(r, "vaultgemma_batch_size_tokens",
+                   "Tokens computed in each engine step (prompt chunks plus one per decode).",
+                   BatchBuckets());
+}
+
+void Metrics::AttachEngine(engine::Engine* engine) {
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    engine_ = engine;
+  }
+  Refresh();
+}
+
+void Metrics::OnStep(const engine::StepInfo& step) {
+  batch_sequences_->Observe(step.num_sequences);
+  batch_tokens_->Observe(step.num_tokens);
 }
 
 Metrics::~Metrics() { Stop(); }
@@ -198,8 +222,9 @@ void Metrics::RefreshLoop() {
 }
 
 void Metrics::Refresh() {
-  const engine::EngineStats stats = engine_->Stats();
   absl::MutexLock lock(&refresh_mu_);
+  if (engine_ == nullptr) return;
+  const engine::EngineStats stats = engine_->Stats();
   requests_running_->Set(stats.running);
   requests_waiting_->Set(stats.waiting);
   const int32_t free_blocks =

@@ -1,12 +1,16 @@
 // Metrics: the server's Prometheus metrics (all named vaultgemma_*, in base units) and the HTTP
 // endpoint that serves them (GET /metrics, prometheus-cpp's civetweb Exposer).
 //
-// Two sources feed it. A background thread polls engine::Engine::Stats() every 250 ms and sets
+// Three sources feed it. A background thread polls engine::Engine::Stats() every 250 ms and sets
 // the gauges (requests running/waiting, KV-cache usage) and advances the engine counters by the
 // positive deltas of the cumulative stats (prompt/generation/prefix-cache tokens, preemptions,
 // steps), so counters never decrease. TextGenerationService reports each request: its finish
 // reason and timings (ObserveEngineFinish), gaps between streamed tokens (ObserveInterTokenGap)
-// and each RPC's final gRPC code (ObserveRpc). Labels never carry prompt or completion text.
+// and each RPC's final gRPC code (ObserveRpc). The engine tells it about every step it runs
+// (engine::StepObserver: the batch-size histograms). Labels never carry prompt or completion text.
+//
+// The endpoint starts before the model loads (so that it can also start before anything loads a
+// CUDA library); until AttachEngine the engine gauges read 0.
 //
 // Thread-safety: every method may be called from any thread. The Exposer starts its own threads
 // (TOOLCHAIN.md landmine 2: start metrics before loading a cuBLAS plugin).
@@ -45,14 +49,12 @@ struct ModelLabels {
 // "OK", "CANCELLED", "INVALID_ARGUMENT", ... (the names of grpc/status.h's codes).
 std::string_view GrpcCodeName(grpc::StatusCode code);
 
-class Metrics {
+class Metrics final : public engine::StepObserver {
  public:
   // Serves /metrics on `listen_address` ("0.0.0.0:9090", "127.0.0.1:9464"; port 0 is not
-  // supported by the Exposer) and starts the refresh thread. `engine` is not owned and must
-  // outlive the Metrics. UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when
-  // `engine` is null.
+  // supported by the Exposer) and starts the refresh thread. UNAVAILABLE when the address cannot
+  // be bound.
   static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen_address,
-                                                        engine::Engine* engine,
                                                         const ModelLabels& labels);
   ~Metrics();  // Stop(), then closes the endpoint
 
@@ -62,8 +64,15 @@ class Metrics {
   // Joins the refresh thread (after one last refresh). Idempotent; /metrics keeps answering.
   void Stop();
 
-  // Reads engine->Stats() now (the refresh thread does this every 250 ms).
+  // The engine whose Stats() the gauges and counters follow; not owned. Null detaches it: call
+  // AttachEngine(nullptr) before the engine is destroyed (no refresh touches it afterwards).
+  void AttachEngine(engine::Engine* engine);
+
+  // Reads the engine's Stats() now (the refresh thread does this every 250 ms).
   void Refresh();
+
+  // engine::StepObserver: observes the step's batch size in sequences and in tokens.
+  void OnStep(const engine::StepInfo& step) override;
 
   // The port the endpoint listens on.
   int port() const;
@@ -78,10 +87,9 @@ class Metrics {
   void ObserveRpc(std::string_view method, grpc::StatusCode code);
 
  private:
-  Metrics(engine::Engine* engine, const ModelLabels& labels);
+  explicit Metrics(const ModelLabels& labels);
   void RefreshLoop();
 
-  engine::Engine* const engine_;
   const std::shared_ptr<prometheus::Registry> registry_;
 
   prometheus::Gauge* requests_running_;
@@ -102,9 +110,12 @@ class Metrics {
   prometheus::Histogram* inter_token_latency_;
   prometheus::Histogram* e2e_latency_;
   prometheus::Histogram* queue_time_;
+  prometheus::Histogram* batch_sequences_;
+  prometheus::Histogram* batch_tokens_;
 
-  // The last Stats() the counters were advanced to.
   absl::Mutex refresh_mu_;
+  engine::Engine* engine_ ABSL_GUARDED_BY(refresh_mu_) = nullptr;
+  // The last Stats() the counters were advanced to.
   engine::EngineStats last_ ABSL_GUARDED_BY(refresh_mu_);
 
   absl::Mutex stop_mu_;

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <future>
 #include <iostream>
 #include <memory>
@@ -224,30 +225,29 @@ int Run(int argc, char** argv) {
     return 2;
   }
   args->engine.model_dir = *dir;
-  auto engine = engine::Engine::Create(args->engine);
-  if (!engine.ok()) {
-    std::cerr << "vaultgemma-server: " << engine.status().message() << "\n";
-    const absl::StatusCode code = engine.status().code();
-    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2
-                                                                                             : 1;
+  // config.json first: it is cheap, names the dtype for the metrics, and a bad one is a usage
+  // error before anything starts listening.
+  auto config = engine::LoadModelConfig(*dir / "config.json");
+  if (!config.ok()) {
+    std::cerr << "vaultgemma-server: " << config.status().message() << "\n";
+    return 2;
   }
 
-  // Metrics start before anything could load a CUDA plugin (TOOLCHAIN.md, landmine 2).
+  // Metrics start before anything could load a CUDA plugin (TOOLCHAIN.md, landmine 2), and so
+  // before the model.
   std::unique_ptr<Metrics> metrics;
   if (args->metrics_port >= 0) {
     const int metrics_port = args->metrics_port == 0 ? FreePort() : args->metrics_port;
-    const engine::ModelConfig& config = (*engine)->config();
-    auto started =
-        Metrics::Start(absl::StrCat("0.0.0.0:", metrics_port), engine->get(),
-                       ModelLabels{args->model,
-                                   config.torch_dtype.has_value()
-                                       ? std::string(engine::TorchDTypeName(*config.torch_dtype))
-                                       : "unknown",
-                                   "cpu", kServerVersion});
+    auto started = Metrics::Start(
+        absl::StrCat("0.0.0.0:", metrics_port),
+        ModelLabels{args->model,
+                    config->torch_dtype.has_value()
+                        ? std::string(engine::TorchDTypeName(*config->torch_dtype))
+                        : "unknown",
+                    "cpu", kServerVersion});
     if (!started.ok()) {
       std::cerr << "vaultgemma-server: metrics on port " << metrics_port << ": "
                 << started.status().message() << "\n";
-      (*engine)->Shutdown(false);
       return 2;
     }
     metrics = *std::move(started);
@@ -259,7 +259,10 @@ int Run(int argc, char** argv) {
     access_log = std::make_unique<AccessLog>(*AccessLog::ParseFormat(args->access_log));
   }
 
-  TextGenerationService service(engine->get(), args->model, "cpu", metrics.get(), access_log.get());
+  // The gRPC server listens while the model loads: health says NOT_SERVING and calls get
+  // UNAVAILABLE "the model is still loading", so that probes and clients see why.
+  TextGenerationService service(/*engine=*/nullptr, args->model, "cpu", metrics.get(),
+                                access_log.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (args->reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   if (auth.has_value()) {
@@ -279,11 +282,33 @@ int Run(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::cerr << "vaultgemma-server: cannot listen on " << args->listen << "\n";
-    (*engine)->Shutdown(false);
     return 2;
   }
-  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
-  server->GetHealthCheckService()->SetServingStatus(true);
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus(false);
+  std::cerr << "vaultgemma-server: loading " << args->model << ", listening on "
+            << WithPort(args->listen, port) << " (loading port " << port << ")" << std::endl;
+
+  // Test hook: hold the loading state this long, so that tests can watch it.
+  if (const char* delay = std::getenv("VAULTGEMMA_TEST_LOAD_DELAY_SECONDS"); delay != nullptr) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(delay)));
+  }
+  args->engine.step_observer = metrics.get();
+  auto created = engine::Engine::Create(args->engine);
+  if (!created.ok()) {
+    std::cerr << "vaultgemma-server: " << created.status().message() << "\n";
+    server->Shutdown(std::chrono::system_clock::now());
+    server->Wait();
+    const absl::StatusCode code = created.status().code();
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2
+                                                                                             : 1;
+  }
+  std::unique_ptr<engine::Engine> engine = *std::move(created);
+  service.SetEngine(engine.get());
+  if (metrics != nullptr) metrics->AttachEngine(engine.get());
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
   std::cerr << "vaultgemma-server: serving " << args->model << " on "
             << WithPort(args->listen, port) << (args->tls.cert.empty() ? "" : " with TLS")
             << (args->tls.client_ca.empty() ? "" : " (client certificates required)")
@@ -294,8 +319,8 @@ int Run(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   // Drain: health says NOT_SERVING and new Generate calls get UNAVAILABLE at once; the admitted
   // requests run to their end, but past --drain-timeout the rest are cancelled.
-  server->GetHealthCheckService()->SetServingStatus(kServiceName, false);
-  server->GetHealthCheckService()->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus(false);
   service.SetDraining(true);
   // Printed once new calls are refused (tests wait for it).
   std::cerr << "vaultgemma-server: " << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
@@ -303,21 +328,23 @@ int Run(int argc, char** argv) {
   std::promise<void> drained;
   std::future<void> drained_future = drained.get_future();
   std::thread drain([&] {
-    (*engine)->Shutdown(/*drain=*/true);
+    engine->Shutdown(/*drain=*/true);
     drained.set_value();
   });
   const auto timeout =
       std::chrono::microseconds(static_cast<int64_t>(args->drain_timeout_seconds * 1e6));
   if (drained_future.wait_for(timeout) != std::future_status::ready) {
-    const engine::EngineStats stats = (*engine)->Stats();
+    const engine::EngineStats stats = engine->Stats();
     std::cerr << "vaultgemma-server: drain timeout, cancelling " << stats.running + stats.waiting
               << " requests" << std::endl;
-    (*engine)->Shutdown(/*drain=*/false);  // cancels what is left; returns once the loop ended
+    engine->Shutdown(/*drain=*/false);  // cancels what is left; returns once the loop ended
   }
   drain.join();
   // Let the streams write their last messages, then close.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  if (metrics != nullptr) metrics->AttachEngine(nullptr);
+  engine.reset();
   std::cerr << "vaultgemma-server: stopped" << std::endl;
   return 0;
 }

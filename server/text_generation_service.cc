@@ -268,7 +268,12 @@ std::string RandomHex() {
   return buffer;
 }
 
-// A Generate refused before it reaches the engine (unauthenticated, draining): finishes at once.
+grpc::Status LoadingStatus() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+}
+
+// A Generate refused before it reaches the engine (unauthenticated, loading, draining): finishes
+// at once.
 class RejectedGenerate final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
   explicit RejectedGenerate(grpc::Status status) { Finish(std::move(status)); }
@@ -293,17 +298,23 @@ std::string TextGenerationService::NextRequestId() {
 
 grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
     grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
+  const auto start = std::chrono::steady_clock::now();
+  engine::Engine* const engine = engine_.load(std::memory_order_acquire);
   grpc::Status rejected = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
+  if (rejected.ok() && engine == nullptr) rejected = LoadingStatus();
   if (rejected.ok() && draining()) {
     rejected = grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is draining");
   }
   if (!rejected.ok()) {
-    if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", rejected.error_code());
+    // The client's id is logged only when valid (it could be anything); none is made up.
+    const std::string& id = request->request_id();
+    ObserveAndLog(*context, "Generate", start, rejected.error_code(),
+                  ValidateRequestId(id).ok() ? id : std::string());
     return new RejectedGenerate(std::move(rejected));
   }
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
-  return new GenerateReactor(engine_, metrics_, access_log_, context, *request, std::move(id));
+  return new GenerateReactor(engine, metrics_, access_log_, context, *request, std::move(id));
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,
@@ -311,7 +322,10 @@ grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerCo
                                                           pb::TokenizeResponse* response) {
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK; !denied.ok()) {
+  engine::Engine* const engine = engine_.load(std::memory_order_acquire);
+  grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
+  if (denied.ok() && engine == nullptr) denied = LoadingStatus();
+  if (!denied.ok()) {
     FinishUnary(reactor, *context, "Tokenize", start, std::move(denied));
     return reactor;
   }
@@ -320,9 +334,9 @@ grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerCo
                 ToGrpcStatus(absl::InvalidArgumentError("text is not valid UTF-8")));
     return reactor;
   }
-  const engine::Tokenizer& tokenizer = engine_->tokenizer();
+  const engine::Tokenizer& tokenizer = engine->tokenizer();
   std::vector<int32_t> ids;
-  if (request->add_bos()) ids.push_back(static_cast<int32_t>(engine_->config().bos_token_id));
+  if (request->add_bos()) ids.push_back(static_cast<int32_t>(engine->config().bos_token_id));
   const std::vector<int32_t> text_ids = tokenizer.Encode(request->text(), /*add_bos=*/false);
   ids.insert(ids.end(), text_ids.begin(), text_ids.end());
   for (int32_t id : ids) {
@@ -337,12 +351,15 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const pb::GetModelInfoRequest* request,
     pb::ModelInfo* response) {
   const auto start = std::chrono::steady_clock::now();
-  if (grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK; !denied.ok()) {
+  engine::Engine* const engine = engine_.load(std::memory_order_acquire);
+  grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
+  if (denied.ok() && engine == nullptr) denied = LoadingStatus();
+  if (!denied.ok()) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     FinishUnary(reactor, *context, "GetModelInfo", start, std::move(denied));
     return reactor;
   }
-  const engine::ModelConfig& config = engine_->config();
+  const engine::ModelConfig& config = engine->config();
   response->set_model_id(model_id_);
   response->set_architecture("VaultGemmaForCausalLM");
   response->set_dtype(config.torch_dtype.has_value()
@@ -362,18 +379,26 @@ void TextGenerationService::FinishUnary(grpc::ServerUnaryReactor* reactor,
                                         const char* method,
                                         std::chrono::steady_clock::time_point start,
                                         grpc::Status status) {
-  if (metrics_ != nullptr) metrics_->ObserveRpc(method, status.error_code());
+  ObserveAndLog(context, method, start, status.error_code(), /*request_id=*/"");
+  reactor->Finish(std::move(status));
+}
+
+void TextGenerationService::ObserveAndLog(const grpc::CallbackServerContext& context,
+                                          const char* method,
+                                          std::chrono::steady_clock::time_point start,
+                                          grpc::StatusCode code, std::string request_id) {
+  if (metrics_ != nullptr) metrics_->ObserveRpc(method, code);
   if (access_log_ != nullptr) {
     AccessRecord record;
     record.time = absl::Now();
+    record.request_id = std::move(request_id);
     record.method = method;
-    record.code = status.error_code();
+    record.code = code;
     record.e2e_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     record.peer = context.peer();
     access_log_->Write(record);
   }
-  reactor->Finish(std::move(status));
 }
 
 }  // namespace vg::server

@@ -9,12 +9,14 @@
 // and deadlines cancel the engine request (Engine::Cancel); the engine frees its blocks at its next
 // step. Statuses: those of ToEngineRequest and Engine::Submit, mapped by ToGrpcStatus; CANCELLED
 // when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error;
-// the authorizer's (e.g. UNAUTHENTICATED) before any handler work; UNAVAILABLE "server is
-// draining" for a Generate while draining.
+// the authorizer's (e.g. UNAUTHENTICATED) before any handler work; UNAVAILABLE "the model is still
+// loading" for every call until SetEngine; UNAVAILABLE "server is draining" for a Generate while
+// draining. Every call, refused or not, is counted and access-logged.
 //
 // Thread-safety: all methods are called by gRPC on its threads; the service holds no mutable state
-// but an atomic id counter and the draining flag (SetAuthorizer only before the server starts).
-// The engine must outlive the server the service is registered with.
+// but the engine pointer (set once), an atomic id counter and the draining flag (SetAuthorizer
+// only before the server starts). The engine must outlive the server the service is registered
+// with.
 #ifndef VG_SERVER_TEXT_GENERATION_SERVICE_H_
 #define VG_SERVER_TEXT_GENERATION_SERVICE_H_
 
@@ -39,12 +41,16 @@ inline constexpr char kServiceName[] = "vaultgemma.v1.TextGeneration";
 
 class TextGenerationService final : public vaultgemma::v1::TextGeneration::CallbackService {
  public:
-  // `engine` is not owned and must outlive every RPC; `model_id` is what GetModelInfo reports
+  // `engine` is not owned and must outlive every RPC; null means the model is still loading
+  // (SetEngine later). `model_id` is what GetModelInfo reports
   // (the --model argument); `device` e.g. "cpu". `metrics` and `access_log` are optional, not
   // owned, and must outlive every RPC: each finished RPC is counted
   // (vaultgemma_grpc_requests_total) and logged, and each generation observed (metrics.h).
   TextGenerationService(engine::Engine* engine, std::string model_id, std::string device = "cpu",
                         Metrics* metrics = nullptr, AccessLog* access_log = nullptr);
+
+  // The loaded engine; from now on calls are served. Any thread, once.
+  void SetEngine(engine::Engine* engine) { engine_.store(engine, std::memory_order_release); }
 
   // Checks every call before its handler runs (e.g. BearerTokenAuth::Check, auth.h); a non-OK
   // status ends the call with it. Null (the default) admits every call. Call before the server
@@ -75,8 +81,12 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   void FinishUnary(grpc::ServerUnaryReactor* reactor, const grpc::CallbackServerContext& context,
                    const char* method, std::chrono::steady_clock::time_point start,
                    grpc::Status status);
+  // Counts the RPC in the metrics and writes its access-log line (no token counts).
+  void ObserveAndLog(const grpc::CallbackServerContext& context, const char* method,
+                     std::chrono::steady_clock::time_point start, grpc::StatusCode code,
+                     std::string request_id);
 
-  engine::Engine* const engine_;
+  std::atomic<engine::Engine*> engine_;
   const std::string model_id_;
   const std::string device_;
   Metrics* const metrics_;       // optional

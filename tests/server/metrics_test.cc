@@ -34,14 +34,21 @@ namespace pb = ::vaultgemma::v1;
 const std::string kFixture = std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_mha_tied_sliding";
 
 struct SlowEngine {
-  SlowEngine() {
+  // `metrics` (optional) observes the engine's steps and follows its stats until destruction.
+  explicit SlowEngine(Metrics* metrics = nullptr) : metrics(metrics) {
     tokenizer = *engine::Tokenizer::Load(kFixture + "/tokenizer.model");
     config = *engine::LoadModelConfig(kFixture + "/config.json");
     backend = std::make_unique<engine::testing::FakeBackend>(256, 16, config.vocab_size);
     backend->step_delay_ms = 5;
-    engine = *engine::Engine::CreateForTest(engine::EngineOptions{.block_size = 16}, config,
-                                            backend.get(), tokenizer.get());
+    engine = *engine::Engine::CreateForTest(
+        engine::EngineOptions{.block_size = 16, .step_observer = metrics}, config, backend.get(),
+        tokenizer.get());
+    if (metrics != nullptr) metrics->AttachEngine(engine.get());
   }
+  ~SlowEngine() {
+    if (metrics != nullptr) metrics->AttachEngine(nullptr);
+  }
+  Metrics* metrics;
   std::unique_ptr<engine::Tokenizer> tokenizer;
   engine::ModelConfig config;
   std::unique_ptr<engine::testing::FakeBackend> backend;
@@ -183,10 +190,7 @@ grpc::Status Generate(pb::TextGeneration::Stub& stub, const pb::GenerateRequest&
   return reader->Finish();
 }
 
-TEST(MetricsTest, StartRejectsABusyPortAndANullEngine) {
-  SlowEngine slow;
-  EXPECT_EQ(Metrics::Start("127.0.0.1:1", nullptr, {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+TEST(MetricsTest, StartRejectsABusyPort) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -196,19 +200,29 @@ TEST(MetricsTest, StartRejectsABusyPortAndANullEngine) {
   ASSERT_EQ(listen(fd, 1), 0);
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const int busy = ntohs(addr.sin_port);
-  auto metrics =
-      Metrics::Start("127.0.0.1:" + std::to_string(busy), slow.engine.get(), ModelLabels{});
+  auto metrics = Metrics::Start("127.0.0.1:" + std::to_string(busy), ModelLabels{});
   EXPECT_EQ(metrics.status().code(), absl::StatusCode::kUnavailable) << metrics.status();
   close(fd);
 }
 
 TEST(MetricsTest, ScrapeAgreesWithTheRequestsMade) {
-  SlowEngine slow;
   const int metrics_port = FreePort();
   ASSERT_NE(metrics_port, 0);
-  auto metrics = Metrics::Start("127.0.0.1:" + std::to_string(metrics_port), slow.engine.get(),
+  auto metrics = Metrics::Start("127.0.0.1:" + std::to_string(metrics_port),
                                 ModelLabels{"test-model", "float32", "cpu", kServerVersion});
   ASSERT_TRUE(metrics.ok()) << metrics.status();
+  // Before an engine is attached the endpoint already answers, with idle gauges.
+  {
+    const std::vector<Sample> before = Parse(Scrape(metrics_port));
+    EXPECT_EQ(Value(before, "vaultgemma_requests_running"), 0);
+    EXPECT_EQ(Value(before, "vaultgemma_model_info",
+                    {{"model_id", "test-model"},
+                     {"dtype", "float32"},
+                     {"device", "cpu"},
+                     {"version", kServerVersion}}),
+              1);
+  }
+  SlowEngine slow(metrics->get());
   EXPECT_EQ((*metrics)->port(), metrics_port);
   Observed observed(slow.engine.get(), metrics->get());
   ASSERT_NE(observed.port, 0);
@@ -293,6 +307,14 @@ TEST(MetricsTest, ScrapeAgreesWithTheRequestsMade) {
   EXPECT_EQ(Value(s, "vaultgemma_prefix_cache_hit_tokens_total"), stats.cached_prompt_tokens);
   EXPECT_EQ(Value(s, "vaultgemma_preemptions_total"), stats.preemptions);
   EXPECT_EQ(Value(s, "vaultgemma_engine_steps_total"), stats.steps);
+  // Every step's batch was observed; each held between 1 and max_num_seqs sequences.
+  EXPECT_EQ(Value(s, "vaultgemma_batch_size_sequences_count"), stats.steps);
+  EXPECT_EQ(Value(s, "vaultgemma_batch_size_tokens_count"), stats.steps);
+  EXPECT_GE(Value(s, "vaultgemma_batch_size_sequences_sum"), stats.steps);
+  EXPECT_EQ(Value(s, "vaultgemma_batch_size_sequences_bucket", {{"le", "16"}}), stats.steps);
+  // Tokens computed: every prompt token once, every generated token but each request's last.
+  EXPECT_GE(Value(s, "vaultgemma_batch_size_tokens_sum"),
+            static_cast<double>(stats.prompt_tokens_processed));
 
   // Per-request observations.
   EXPECT_EQ(Value(s, "vaultgemma_requests_total", {{"finish_reason", "length"}}), 3);
@@ -327,14 +349,12 @@ TEST(MetricsTest, ScrapeAgreesWithTheRequestsMade) {
   // No prompt text in any label.
   EXPECT_EQ(body.find("hello"), std::string::npos);
 
-  // Prometheus' own linter, where installed (Debian package `prometheus`).
-  if (std::system("command -v promtool > /dev/null 2>&1") == 0) {
-    const std::string path = ::testing::TempDir() + "/metrics_scrape.txt";
-    std::ofstream(path) << body;
-    EXPECT_EQ(std::system(("promtool check metrics < " + path).c_str()), 0) << body;
-  } else {
-    std::printf("promtool not installed; skipped `promtool check metrics`\n");
-  }
+  // Prometheus' own linter (Debian package `prometheus`, installed by `make deps`).
+  ASSERT_EQ(std::system("command -v promtool > /dev/null 2>&1"), 0)
+      << "promtool is missing: run `make deps` (it installs Debian's prometheus package)";
+  const std::string path = ::testing::TempDir() + "/metrics_scrape.txt";
+  std::ofstream(path) << body;
+  EXPECT_EQ(std::system(("promtool check metrics < " + path + " 2>&1").c_str()), 0) << body;
 
   (*metrics)->Stop();
   EXPECT_FALSE(Scrape(metrics_port).empty()) << "the endpoint serves after Stop";

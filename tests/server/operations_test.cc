@@ -113,6 +113,78 @@ bool WaitFor(const std::atomic<int>& counter, int value, double seconds) {
   return true;
 }
 
+health::HealthCheckResponse::ServingStatus HealthOf(const std::shared_ptr<grpc::Channel>& channel,
+                                                    const std::string& service) {
+  auto stub = health::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  health::HealthCheckRequest request;
+  request.set_service(service);
+  health::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.status();
+}
+
+TEST(OperationsTest, ListensWhileLoadingNotServingThenServes) {
+  // The test hook holds the loading state for 3 s.
+  std::vector<std::string> argv = {kBinary,       "--model",   kFixture,       "--listen",
+                                   "127.0.0.1:0", "--threads", "1",            "--no-metrics",
+                                   "--access-log", "json"};
+  testing::ServerProcess process(argv, {"VAULTGEMMA_TEST_LOAD_DELAY_SECONDS=3"});
+  const auto loading = process.WaitForLine("(loading port ", 30);
+  ASSERT_TRUE(loading.has_value()) << process.stderr_text();
+  const int port = std::stoi(loading->substr(loading->rfind("(loading port ") + 14));
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  auto stub = pb::TextGeneration::NewStub(channel);
+
+  // Loading: health NOT_SERVING, overall and for the service; every call UNAVAILABLE.
+  EXPECT_EQ(HealthOf(channel, ""), health::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(HealthOf(channel, "vaultgemma.v1.TextGeneration"),
+            health::HealthCheckResponse::NOT_SERVING);
+  pb::GenerateRequest request = ShortRequest();
+  request.set_request_id("while-loading");
+  const StreamResult early = Generate(channel, request);
+  EXPECT_EQ(early.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(early.status.error_message(), HasSubstr("loading"));
+  {
+    grpc::ClientContext context;
+    pb::ModelInfo info;
+    EXPECT_EQ(stub->GetModelInfo(&context, pb::GetModelInfoRequest(), &info).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  {
+    grpc::ClientContext context;
+    pb::TokenizeRequest tokenize;
+    tokenize.set_text("hello");
+    pb::TokenizeResponse response;
+    EXPECT_EQ(stub->Tokenize(&context, tokenize, &response).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  ASSERT_FALSE(process.WaitForLine("(port ", 0.01).has_value()) << "loaded too early for the test";
+
+  // Loaded: SERVING, and the same channel now generates.
+  ASSERT_TRUE(process.WaitForLine("(port ", 60).has_value()) << process.stderr_text();
+  EXPECT_EQ(HealthOf(channel, ""), health::HealthCheckResponse::SERVING);
+  EXPECT_EQ(HealthOf(channel, "vaultgemma.v1.TextGeneration"),
+            health::HealthCheckResponse::SERVING);
+  const StreamResult served = Generate(channel, ShortRequest());
+  EXPECT_TRUE(served.status.ok()) << served.status.error_message();
+  EXPECT_EQ(served.tokens, 3);
+
+  // The refused call was access-logged (before the model finished loading), with its id and
+  // status.
+  const std::string& err = process.stderr_text();
+  const size_t at = err.find("\"request_id\":\"while-loading\"");
+  ASSERT_NE(at, std::string::npos) << err;
+  const size_t begin = err.rfind('\n', at) + 1;
+  const std::string logged = err.substr(begin, err.find('\n', at) - begin);
+  EXPECT_THAT(logged, HasSubstr("\"code\":\"UNAVAILABLE\""));
+  process.Signal(SIGTERM);
+  EXPECT_EQ(process.WaitForExit(30), 0);
+}
+
 TEST(OperationsTest, SigtermDrainsInFlightStreamsThenExitsZero) {
   // One sequence at a time, so that some streams are still queued when the signal comes.
   Started server = StartServer({"--max-num-seqs", "1", "--drain-timeout", "60"});

@@ -7,16 +7,19 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 namespace vg::server::testing {
 
-ServerProcess::ServerProcess(const std::vector<std::string>& argv) {
+ServerProcess::ServerProcess(const std::vector<std::string>& argv,
+                             const std::vector<std::string>& env) {
   int fds[2];
   if (pipe(fds) != 0) return;
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<std::string> env_copy = env;  // putenv keeps the pointers
   pid_ = fork();
   if (pid_ == 0) {
     const int null_fd = open("/dev/null", O_RDWR);
@@ -25,6 +28,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& argv) {
     dup2(fds[1], STDERR_FILENO);
     close(fds[0]);
     close(fds[1]);
+    for (std::string& entry : env_copy) putenv(entry.data());
     execv(args[0], args.data());
     _exit(127);
   }

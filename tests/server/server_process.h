@@ -13,8 +13,10 @@ namespace vg::server::testing {
 
 class ServerProcess {
  public:
-  // Starts argv[0] (a path) with argv; stdout goes to /dev/null, stderr to a pipe.
-  explicit ServerProcess(const std::vector<std::string>& argv);
+  // Starts argv[0] (a path) with argv and this environment plus `env` ("NAME=value" entries);
+  // stdout goes to /dev/null, stderr to a pipe.
+  explicit ServerProcess(const std::vector<std::string>& argv,
+                         const std::vector<std::string>& env = {});
   ~ServerProcess();  // SIGKILLs and reaps a child still running
 
   bool started() const { return pid_ > 0; }

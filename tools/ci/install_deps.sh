@@ -13,6 +13,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
+  # promtool, to lint the /metrics exposition (the Prometheus server itself is not started)
+  prometheus
   # the SentencePiece reference tools (spm_train, spm_encode, spm_decode), run as separate processes
   sentencepiece
 )

@@ -100,6 +100,53 @@ TEST(EngineTest, ConcurrentRequestsMatchRunningAlone) {
   EXPECT_GT(h.backend.max_entries, 1) << "requests never shared a step";
 }
 
+// Records every step; reads happen after the engine is destroyed (its loop thread joined).
+class RecordingObserver : public StepObserver {
+ public:
+  void OnStep(const StepInfo& step) override { steps.push_back(step); }
+  std::vector<StepInfo> steps;
+};
+
+TEST(EngineTest, StepObserverSeesEveryBatch) {
+  RecordingObserver observer;
+  std::vector<Request> requests;
+  int64_t prompt_tokens = 0;
+  int64_t new_tokens = 0;
+  for (int i = 0; i < 10; ++i) {
+    requests.push_back(MakeRequest("s" + std::to_string(i), Prompt(5 + 3 * i, 50 + i), 3 + i));
+    prompt_tokens += 5 + 3 * i;
+    new_tokens += 3 + i;
+  }
+  int64_t steps_reported = 0;
+  {
+    Harness h(256, EngineOptions{.max_num_seqs = 4, .max_batched_tokens = 16,
+                                 .enable_prefix_caching = false, .step_observer = &observer});
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (const Request& r : requests) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE(h.engine->Submit(r, sinks.back()).ok());
+    }
+    for (auto& sink : sinks) EXPECT_EQ(sink->Wait().finish_reason, FinishReason::kLength);
+    h.engine->Shutdown(/*drain=*/true);
+    steps_reported = h.engine->Stats().steps;
+  }
+  ASSERT_EQ(static_cast<int64_t>(observer.steps.size()), steps_reported);
+  int64_t tokens = 0;
+  bool batched = false;
+  for (const StepInfo& step : observer.steps) {
+    EXPECT_GE(step.num_sequences, 1);
+    EXPECT_LE(step.num_sequences, 4);
+    EXPECT_LE(step.num_tokens, 16);
+    EXPECT_LE(step.num_prefill_sequences, step.num_sequences);
+    EXPECT_GE(step.seconds, 0);
+    batched |= step.num_sequences > 1;
+    tokens += step.num_tokens;
+  }
+  EXPECT_TRUE(batched);
+  // Every prompt token is computed once, and every generated token but the last is fed back.
+  EXPECT_EQ(tokens, prompt_tokens + new_tokens - static_cast<int64_t>(requests.size()));
+}
+
 TEST(EngineTest, PreemptionRecomputesTheSameTokens) {
   std::vector<Request> requests;
   for (int i = 0; i < 8; ++i) {
