@@ -54,7 +54,7 @@ struct EngineOptions {
   int32_t max_waiting =
       256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;
-  const Clock* clock = nullptr;  // nullptr = Clock::Real(); must outlive the engine
+  const Clock* clock = nullptr;           // nullptr = Clock::Real(); must outlive the engine
   StepObserver* step_observer = nullptr;  // optional; must outlive the engine
 };
 

@@ -181,10 +181,9 @@ Metrics::Metrics(const ModelLabels& labels) : registry_(std::make_shared<prometh
                    "From submission to the request's first engine step.", RequestLatencyBuckets());
   batch_sequences_ = AddHistogram(r, "vaultgemma_batch_size_sequences",
                                   "Sequences in each engine step's batch.", BatchBuckets());
-  batch_tokens_ =
-      AddHistogram(r, "vaultgemma_batch_size_tokens",
-                   "Tokens computed in each engine step (prompt chunks plus one per decode).",
-                   BatchBuckets());
+  batch_tokens_ = AddHistogram(
+      r, "vaultgemma_batch_size_tokens",
+      "Tokens computed in each engine step (prompt chunks plus one per decode).", BatchBuckets());
 }
 
 void Metrics::AttachEngine(engine::Engine* engine) {

@@ -42,6 +42,8 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --model DIR|ORG/NAME     checkpoint directory, or a Hugging Face id resolved offline in the
                            local Hugging Face cache
   --listen HOST:PORT       default 0.0.0.0:50051; port 0 picks a free port (printed on start)
+  --device DEVICE          where the model runs: cpu (the default). This build has no CUDA
+                           backend yet, so cuda and cuda:N are refused
   --threads N              compute threads, default: all cores
   --kv-cache-bytes N       KV-cache pool budget, default: room for max-num-seqs full contexts
   --max-num-seqs N         sequences per engine step, default 16
@@ -75,6 +77,7 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
 constexpr engine::FlagSpec kFlags[] = {
     {"model"},
     {"listen"},
+    {"device"},
     {"threads"},
     {"kv-cache-bytes"},
     {"max-num-seqs"},
@@ -101,6 +104,7 @@ int UsageError(const absl::Status& status) {
 
 struct ServerArgs {
   std::string model;
+  std::string device = "cpu";
   std::string listen = "0.0.0.0:50051";
   engine::EngineOptions engine;
   bool reflection = true;
@@ -123,6 +127,15 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   if (auto listen = cl.GetString("listen"); listen.has_value()) {
     if (listen->empty()) return absl::InvalidArgumentError("--listen is empty");
     args.listen = *listen;
+  }
+  args.device = cl.GetString("device").value_or("cpu");
+  if (args.device.rfind("cuda", 0) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device ", args.device, ": this build has no CUDA backend yet; use --device cpu"));
+  }
+  if (args.device != "cpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu, cuda or cuda:N, got '", args.device, "'"));
   }
   auto threads = cl.GetInt("threads", 0, 0, 1024);
   auto kv_bytes = cl.GetInt("kv-cache-bytes", 0, 0, int64_t{1} << 50);
@@ -238,13 +251,13 @@ int Run(int argc, char** argv) {
   std::unique_ptr<Metrics> metrics;
   if (args->metrics_port >= 0) {
     const int metrics_port = args->metrics_port == 0 ? FreePort() : args->metrics_port;
-    auto started = Metrics::Start(
-        absl::StrCat("0.0.0.0:", metrics_port),
-        ModelLabels{args->model,
-                    config->torch_dtype.has_value()
-                        ? std::string(engine::TorchDTypeName(*config->torch_dtype))
-                        : "unknown",
-                    "cpu", kServerVersion});
+    auto started =
+        Metrics::Start(absl::StrCat("0.0.0.0:", metrics_port),
+                       ModelLabels{args->model,
+                                   config->torch_dtype.has_value()
+                                       ? std::string(engine::TorchDTypeName(*config->torch_dtype))
+                                       : "unknown",
+                                   args->device, kServerVersion});
     if (!started.ok()) {
       std::cerr << "vaultgemma-server: metrics on port " << metrics_port << ": "
                 << started.status().message() << "\n";
@@ -261,7 +274,7 @@ int Run(int argc, char** argv) {
 
   // The gRPC server listens while the model loads: health says NOT_SERVING and calls get
   // UNAVAILABLE "the model is still loading", so that probes and clients see why.
-  TextGenerationService service(/*engine=*/nullptr, args->model, "cpu", metrics.get(),
+  TextGenerationService service(/*engine=*/nullptr, args->model, args->device, metrics.get(),
                                 access_log.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (args->reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();

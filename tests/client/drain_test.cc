@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/runner/subprocess.h"
+#include "tests/server/http_get.h"
 #include "tests/server/server_process.h"
 
 namespace vg::testing {
@@ -23,24 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 const std::string kBin = std::string(VG_BINARY_DIR) + "/bin/";
-
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[4096];
-      for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) out.append(buffer, n);
-    }
-  }
-  close(fd);
-  return out;
-}
 
 int PortFrom(const std::string& line, const std::string& tag) {
   const size_t at = line.find(tag);
@@ -83,7 +66,7 @@ TEST(DrainTest, SigtermLetsInFlightStreamsFinishAndExitsZero) {
   bool all_running = false;
   for (int attempt = 0; attempt < 600 && !all_running; ++attempt) {
     std::smatch m;
-    const std::string text = HttpGet(metrics_port, "/metrics");
+    const std::string text = server::testing::HttpGetBody(metrics_port, "/metrics");
     all_running = std::regex_search(text, m, running) && std::stod(m[1]) >= kStreams;
     if (!all_running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

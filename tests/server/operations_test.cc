@@ -128,8 +128,8 @@ health::HealthCheckResponse::ServingStatus HealthOf(const std::shared_ptr<grpc::
 
 TEST(OperationsTest, ListensWhileLoadingNotServingThenServes) {
   // The test hook holds the loading state for 3 s.
-  std::vector<std::string> argv = {kBinary,       "--model",   kFixture,       "--listen",
-                                   "127.0.0.1:0", "--threads", "1",            "--no-metrics",
+  std::vector<std::string> argv = {kBinary,        "--model",   kFixture, "--listen",
+                                   "127.0.0.1:0",  "--threads", "1",      "--no-metrics",
                                    "--access-log", "json"};
   testing::ServerProcess process(argv, {"VAULTGEMMA_TEST_LOAD_DELAY_SECONDS=3"});
   const auto loading = process.WaitForLine("(loading port ", 30);

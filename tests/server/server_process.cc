@@ -80,6 +80,11 @@ int ServerProcess::WaitForExit(double timeout_seconds) {
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       pid_ = -1;
+      // The child is gone: read what it left in the pipe, up to EOF.
+      char buffer[4096];
+      for (ssize_t n; err_fd_ >= 0 && (n = read(err_fd_, buffer, sizeof(buffer))) > 0;) {
+        err_.append(buffer, static_cast<size_t>(n));
+      }
       return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
     // Keep draining stderr so the child never blocks on a full pipe.

@@ -26,7 +26,8 @@ class ServerProcess {
   const std::string& stderr_text() const { return err_; }
   // Sends `signal_number`.
   void Signal(int signal_number);
-  // Waits up to timeout for exit; returns the exit code, -1 if killed by a signal or timed out.
+  // Waits up to timeout for exit, then reads the rest of stderr; returns the exit code, -1 if
+  // killed by a signal or timed out.
   int WaitForExit(double timeout_seconds);
 
  private:

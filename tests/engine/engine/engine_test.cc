@@ -119,8 +119,10 @@ TEST(EngineTest, StepObserverSeesEveryBatch) {
   }
   int64_t steps_reported = 0;
   {
-    Harness h(256, EngineOptions{.max_num_seqs = 4, .max_batched_tokens = 16,
-                                 .enable_prefix_caching = false, .step_observer = &observer});
+    Harness h(256, EngineOptions{.max_num_seqs = 4,
+                                 .max_batched_tokens = 16,
+                                 .enable_prefix_caching = false,
+                                 .step_observer = &observer});
     std::vector<std::shared_ptr<CollectingSink>> sinks;
     for (const Request& r : requests) {
       sinks.push_back(std::make_shared<CollectingSink>());
