@@ -52,7 +52,7 @@ LineChart ThroughputVsLoad(const RunReport& r) {
   chart.x_label = LoadAxisLabel(r);
   chart.y_label = "throughput (tokens/s)";
   chart.markers = true;
-  ChartSeries output{"output tokens/s", {}}, total{"total tokens/s (prompt + output)", {}};
+  ChartSeries output{"output tokens/s", {}}, total{"total tokens/s", {}};
   for (const StageStats& st : r.stages) {
     output.points.emplace_back(st.load_value, st.output_token_throughput);
     total.points.emplace_back(st.load_value, st.total_token_throughput);
