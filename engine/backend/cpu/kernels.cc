@@ -1,5 +1,6 @@
 #include "engine/backend/cpu/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -8,8 +9,7 @@
 namespace vg::engine::cpu {
 namespace {
 
-constexpr int kLanes = 8;    // independent accumulators per dot product
-constexpr int kRowTile = 4;  // weight rows sharing one pass over an input row
+constexpr int kLanes = 8;  // independent accumulators per dot product
 
 // Four float lanes as one value. GCC's generic vectors lower to whatever the baseline target
 // has (SSE2 on x86-64, NEON on Arm) without -march flags; plain scalar loops over eight lanes
@@ -46,56 +46,6 @@ inline float BitsToFloat(uint32_t bits) {
   float out;
   std::memcpy(&out, &bits, sizeof(out));
   return out;
-}
-
-// Four dot products of `x` against four weight rows. Each of the four uses exactly the lane
-// recipe of Dot(), so a (row, feature) result never depends on its tile-mates.
-inline void Dot4(const float* __restrict x, const float* __restrict w0, const float* __restrict w1,
-                 const float* __restrict w2, const float* __restrict w3, int64_t n, float* out) {
-  Acc8 a0, a1, a2, a3;
-  const int64_t main = n - n % kLanes;
-  for (int64_t i = 0; i < main; i += kLanes) {
-    a0.Add(x + i, w0 + i);
-    a1.Add(x + i, w1 + i);
-    a2.Add(x + i, w2 + i);
-    a3.Add(x + i, w3 + i);
-  }
-  if (main < n) {
-    float tx[kLanes], tw[kLanes];
-    TailBlock(x, main, n, tx);
-    TailBlock(w0, main, n, tw);
-    a0.Add(tx, tw);
-    TailBlock(w1, main, n, tw);
-    a1.Add(tx, tw);
-    TailBlock(w2, main, n, tw);
-    a2.Add(tx, tw);
-    TailBlock(w3, main, n, tw);
-    a3.Add(tx, tw);
-  }
-  out[0] = a0.Reduce();
-  out[1] = a1.Reduce();
-  out[2] = a2.Reduce();
-  out[3] = a3.Reduce();
-}
-
-// Float views of weight rows [row0, row0 + kRowTile); rows past the end reuse row0 (computed and
-// discarded) so every element goes through the same Dot4 code. F32 rows are used in place;
-// BF16/F16 rows (and misaligned F32 ones) are widened into `scratch`. Precondition: row0 < w.rows.
-void TileRows(const WeightMatrix& w, bool in_place, int64_t row0, std::vector<float>& scratch,
-              const float* rows[kRowTile]) {
-  const int64_t cols = w.cols;
-  for (int k = 0; k < kRowTile; ++k) {
-    const int64_t row = row0 + k < w.rows ? row0 + k : row0;
-    if (in_place) {
-      rows[k] = reinterpret_cast<const float*>(w.data) + row * cols;
-    } else if (row != row0 + k) {
-      rows[k] = scratch.data();
-    } else {
-      float* dst = scratch.data() + k * cols;
-      WidenToFloat(w.dtype, w.data, row * cols, cols, dst);
-      rows[k] = dst;
-    }
-  }
 }
 
 }  // namespace
@@ -155,30 +105,21 @@ float Dot(const float* __restrict a, const float* __restrict b, int64_t n) {
 }
 
 void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
-            const float* bias, float* out) {
-  const int64_t tiles = (w.rows + kRowTile - 1) / kRowTile;
-  const int64_t cols = w.cols;
-  const int64_t out_features = w.rows;
-  const bool in_place =
-      w.dtype == DType::kF32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0;
-  pool.ParallelFor(tiles, [&](int64_t tile_begin, int64_t tile_end) {
-    thread_local std::vector<float> scratch;
-    if (!in_place && scratch.size() < static_cast<size_t>(kRowTile * cols)) {
-      scratch.resize(kRowTile * cols);
-    }
-    const float* wrows[kRowTile];
-    float dots[kRowTile];
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t o0 = tile * kRowTile;
-      const int valid = static_cast<int>(std::min<int64_t>(kRowTile, out_features - o0));
-      TileRows(w, in_place, o0, scratch, wrows);
-      for (int64_t r = 0; r < rows; ++r) {
-        Dot4(x + r * cols, wrows[0], wrows[1], wrows[2], wrows[3], cols, dots);
-        float* dst = out + r * out_features + o0;
-        for (int k = 0; k < valid; ++k) dst[k] = bias ? dots[k] + bias[o0 + k] : dots[k];
-      }
-    }
-  });
+            const float* bias, float* out, const MatMulKernel* kernel) {
+  if (rows <= 0 || w.rows <= 0) return;
+  const MatMulKernel& k = kernel != nullptr ? *kernel : SelectedMatMulKernel();
+  const MatMulProblem problem{x, rows, w.dtype, w.data, w.rows, w.cols, bias, out};
+  const int64_t tiles = (w.rows + kMatMulWeightTile - 1) / kMatMulWeightTile;
+  // Input rows go in blocks of about 512 KiB, so that a block stays in the L2 cache while every
+  // weight tile passes over it; a decode batch is one block, so weights are read once per call.
+  constexpr int64_t kBlockBytes = 512 * 1024;
+  const int64_t block = std::max<int64_t>(4, kBlockBytes / (w.cols * 4) / 4 * 4);
+  for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
+    const int64_t row_end = std::min(rows, row_begin + block);
+    pool.ParallelFor(tiles, [&](int64_t tile_begin, int64_t tile_end) {
+      k.tiles(problem, tile_begin, tile_end, row_begin, row_end);
+    });
+  }
 }
 
 void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,

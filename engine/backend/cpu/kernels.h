@@ -4,7 +4,8 @@
 // tests/engine/backend/kernels_test.cc. Dot products use GCC/Clang generic 4-float vectors (two
 // per 8-lane accumulator), which lower to the baseline ISA (SSE2 on x86-64) with no intrinsics
 // and no -march flags, so the binary stays portable; elementwise loops are left to the
-// auto-vectoriser. Runtime SIMD dispatch (AVX2/AVX-512) is a later issue.
+// auto-vectoriser. MatMul, where the time goes, runs kernels built for AVX2 and AVX-512 too,
+// chosen at run time (matmul_kernel.h).
 //
 // Determinism contract (the backend's batch invariance rests on it): every output element is a
 // fixed sequence of float operations that depends only on its own inputs and the tensor sizes,
@@ -15,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "engine/backend/cpu/matmul_kernel.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/model/dtype.h"
 
@@ -39,11 +41,12 @@ float HalfToFloat(uint16_t bits);
 float Dot(const float* a, const float* b, int64_t n);
 
 // out[r * w.rows + o] = sum_i x[r * w.cols + i] * W[o][i] (+ bias[o] when bias is non-null), for
-// r in [0, rows). Each weight row is read once per call for all rows; work is split over output
-// features. The summation order of each element depends only on w.cols (batch invariant).
-// `x` and `out` must not overlap.
+// r in [0, rows). Weights are read in their stored dtype, once per block of input rows (one block
+// holds any decode batch); work is split over output features. The summation order of each
+// element depends only on w.cols and the kernel (batch invariant; matmul_kernel.h). `kernel`
+// null means SelectedMatMulKernel(). `x` and `out` must not overlap.
 void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
-            const float* bias, float* out);
+            const float* bias, float* out, const MatMulKernel* kernel = nullptr);
 
 // out = x * rsqrt(mean(x^2) + eps) * (1 + weight), each of `rows` rows of length `dim`, float32
 // like VaultGemmaRMSNorm. `out` may alias `x`.

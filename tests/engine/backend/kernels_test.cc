@@ -101,29 +101,41 @@ TEST(CpuBackendKernelsTest, DotMatchesReference) {
   }
 }
 
-// Tolerance for MatMul: |got - want| <= 2e-6 * sum_i |x_i w_i| + 1e-6 (float32 rounding).
-TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryDtypeRowCountAndBias) {
+// Tolerance for MatMul: |got - want| <= 2e-6 * sum_i |x_i w_i| + 1e-6 (float32 rounding). Every
+// kernel this CPU can run is checked, on sizes that exercise full vectors, tails, partial weight
+// tiles and every input-row group, and on a row count past one L2 block of rows.
+TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryKernelDtypeRowCountAndBias) {
   ThreadPool pool(3);
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-    for (int64_t rows = 1; rows <= 5; ++rows) {
-      for (auto [out_f, in_f] :
-           {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 19}, {7, 33}, {29, 70}}) {
-        for (bool with_bias : {false, true}) {
-          const StoredMatrix w = MakeMatrix(dtype, out_f, in_f, 11 + out_f);
-          const auto x = RandomFloats(rows * in_f, 3 + rows);
-          const auto bias = RandomFloats(out_f, 9);
-          std::vector<float> out(rows * out_f, -777.0f);
-          MatMul(pool, x.data(), rows, w.view, with_bias ? bias.data() : nullptr, out.data());
-          for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t o = 0; o < out_f; ++o) {
-              double want = with_bias ? bias[o] : 0.0, mag = 0.0;
-              for (int64_t i = 0; i < in_f; ++i) {
-                want += x[r * in_f + i] * w.values[o * in_f + i];
-                mag += std::fabs(x[r * in_f + i] * w.values[o * in_f + i]);
+  ASSERT_FALSE(AvailableMatMulKernels().empty());
+  EXPECT_STREQ(AvailableMatMulKernels().front().name, "baseline");
+  for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (int64_t rows : {1, 2, 3, 4, 5, 7, 9}) {
+        for (auto [out_f, in_f] : {std::pair<int64_t, int64_t>{1, 1},
+                                   {5, 3},
+                                   {13, 19},
+                                   {7, 33},
+                                   {29, 70},
+                                   {9, 16},
+                                   {6, 64}}) {
+          for (bool with_bias : {false, true}) {
+            const StoredMatrix w = MakeMatrix(dtype, out_f, in_f, 11 + out_f);
+            const auto x = RandomFloats(rows * in_f, 3 + rows);
+            const auto bias = RandomFloats(out_f, 9);
+            std::vector<float> out(rows * out_f, -777.0f);
+            MatMul(pool, x.data(), rows, w.view, with_bias ? bias.data() : nullptr, out.data(),
+                   &kernel);
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t o = 0; o < out_f; ++o) {
+                double want = with_bias ? bias[o] : 0.0, mag = 0.0;
+                for (int64_t i = 0; i < in_f; ++i) {
+                  want += x[r * in_f + i] * w.values[o * in_f + i];
+                  mag += std::fabs(x[r * in_f + i] * w.values[o * in_f + i]);
+                }
+                ASSERT_NEAR(out[r * out_f + o], want, 2e-6 * mag + 1e-6)
+                    << kernel.name << " dtype " << static_cast<int>(dtype) << " rows " << rows
+                    << " out " << out_f << " in " << in_f << " r " << r << " o " << o;
               }
-              ASSERT_NEAR(out[r * out_f + o], want, 2e-6 * mag + 1e-6)
-                  << "dtype " << static_cast<int>(dtype) << " rows " << rows << " out " << out_f
-                  << " in " << in_f << " r " << r << " o " << o;
             }
           }
         }
@@ -132,22 +144,54 @@ TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryDtypeRowCountAndBias) 
   }
 }
 
-// Batch invariance: row r's outputs are bit-identical whatever the row count and thread count.
-TEST(CpuBackendKernelsTest, MatMulIsBitIdenticalAcrossRowCountsAndThreads) {
-  const StoredMatrix w = MakeMatrix(DType::kBF16, 23, 37, 4);
-  const auto x = RandomFloats(5 * 37, 8);
-  ThreadPool one(1);
-  std::vector<float> alone(23);
-  MatMul(one, x.data() + 2 * 37, 1, w.view, nullptr, alone.data());
-  for (int threads : {1, 2, 4, 7}) {
-    ThreadPool pool(threads);
-    std::vector<float> batched(5 * 23);
-    MatMul(pool, x.data(), 5, w.view, nullptr, batched.data());
-    for (int o = 0; o < 23; ++o) {
-      ASSERT_EQ(std::memcmp(&batched[2 * 23 + o], &alone[o], sizeof(float)), 0)
-          << threads << " threads, feature " << o;
+TEST(CpuBackendKernelsTest, MatMulHandlesMoreRowsThanOneCacheBlock) {
+  // 2048 columns make a block of 64 rows; 150 rows span three blocks.
+  constexpr int64_t kRows = 150, kOut = 6, kIn = 2048;
+  const StoredMatrix w = MakeMatrix(DType::kBF16, kOut, kIn, 5);
+  const auto x = RandomFloats(kRows * kIn, 6);
+  ThreadPool pool(2);
+  for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+    std::vector<float> out(kRows * kOut, -777.0f);
+    MatMul(pool, x.data(), kRows, w.view, nullptr, out.data(), &kernel);
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t o = 0; o < kOut; ++o) {
+        double want = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < kIn; ++i) {
+          want += x[r * kIn + i] * w.values[o * kIn + i];
+          mag += std::fabs(x[r * kIn + i] * w.values[o * kIn + i]);
+        }
+        ASSERT_NEAR(out[r * kOut + o], want, 2e-6 * mag + 1e-6) << kernel.name << " r " << r;
+      }
     }
   }
+}
+
+// Batch invariance: row r's outputs are bit-identical whatever the row count and thread count,
+// for every kernel.
+TEST(CpuBackendKernelsTest, MatMulIsBitIdenticalAcrossRowCountsAndThreads) {
+  const StoredMatrix w = MakeMatrix(DType::kBF16, 23, 37, 4);
+  const auto x = RandomFloats(9 * 37, 8);
+  for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+    for (int64_t row = 0; row < 9; ++row) {
+      ThreadPool one(1);
+      std::vector<float> alone(23);
+      MatMul(one, x.data() + row * 37, 1, w.view, nullptr, alone.data(), &kernel);
+      for (int threads : {1, 2, 4, 7}) {
+        ThreadPool pool(threads);
+        std::vector<float> batched(9 * 23);
+        MatMul(pool, x.data(), 9, w.view, nullptr, batched.data(), &kernel);
+        for (int o = 0; o < 23; ++o) {
+          ASSERT_EQ(std::memcmp(&batched[row * 23 + o], &alone[o], sizeof(float)), 0)
+              << kernel.name << ", " << threads << " threads, row " << row << ", feature " << o;
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuBackendKernelsTest, SelectedKernelIsTheWidestAvailable) {
+  EXPECT_STREQ(SelectedMatMulKernel().name, AvailableMatMulKernels().back().name)
+      << "unless VG_CPU_ISA narrows it";
 }
 
 TEST(CpuBackendKernelsTest, RmsNormMatchesReference) {

@@ -1,0 +1,63 @@
+#include "engine/backend/cpu/matmul_kernel.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace vg::engine::cpu {
+
+// Defined once per ISA by matmul_kernel_impl.h.
+namespace baseline {
+void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
+                 int64_t row_end);
+}  // namespace baseline
+#if defined(VG_MATMUL_X86_KERNELS)
+namespace avx2 {
+void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
+                 int64_t row_end);
+}  // namespace avx2
+namespace avx512 {
+void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
+                 int64_t row_end);
+}  // namespace avx512
+#endif
+
+namespace {
+
+std::vector<MatMulKernel> DetectKernels() {
+  std::vector<MatMulKernel> kernels = {{"baseline", 4, baseline::MatMulTiles}};
+#if defined(VG_MATMUL_X86_KERNELS)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) kernels.push_back({"avx2", 8, avx2::MatMulTiles});
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    kernels.push_back({"avx512", 16, avx512::MatMulTiles});
+  }
+#endif
+  return kernels;
+}
+
+}  // namespace
+
+std::span<const MatMulKernel> AvailableMatMulKernels() {
+  static const std::vector<MatMulKernel>* const kKernels =
+      new std::vector<MatMulKernel>(DetectKernels());
+  return *kKernels;
+}
+
+const MatMulKernel& SelectedMatMulKernel() {
+  static const MatMulKernel* const kSelected = [] {
+    std::span<const MatMulKernel> kernels = AvailableMatMulKernels();
+    const char* wanted = std::getenv("VG_CPU_ISA");
+    if (wanted != nullptr) {
+      for (const MatMulKernel& k : kernels) {
+        if (std::strcmp(k.name, wanted) == 0) return &k;
+      }
+    }
+    return &kernels.back();
+  }();
+  return *kSelected;
+}
+
+}  // namespace vg::engine::cpu

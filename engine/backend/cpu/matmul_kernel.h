@@ -1,0 +1,60 @@
+// The inner loops of MatMul (kernels.h), built once per instruction set and chosen at run time.
+//
+// matmul_kernel_impl.h holds one portable template written with GCC/Clang generic vectors; it is
+// compiled three times: for the x86-64 baseline (SSE2, 4 float lanes), for AVX2+FMA (8 lanes) and
+// for AVX-512 (16 lanes), each in its own translation unit with its own flags and its own
+// namespace, so no code built for a wider ISA can leak into the others through the linker.
+// SelectedMatMulKernel() picks the widest one the CPU supports (the VG_CPU_ISA environment
+// variable, "baseline", "avx2" or "avx512", narrows the choice, for benchmarks and tests).
+//
+// The arithmetic recipe of one output element (the determinism contract of kernels.h): with L
+// lanes, lane j sums x[i] * w[i] over the indices i = j (mod L) in increasing order (fused
+// multiply-adds where the ISA has them), the last n % L elements entering as one zero-padded
+// step; the L lanes then combine by halving (lane j with lane j + L/2, and so on). Nothing depends
+// on the other rows of the batch or on the thread partition. Different ISAs round differently;
+// one machine always uses one.
+#ifndef VG_ENGINE_BACKEND_CPU_MATMUL_KERNEL_H_
+#define VG_ENGINE_BACKEND_CPU_MATMUL_KERNEL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "engine/model/dtype.h"
+
+namespace vg::engine::cpu {
+
+// One matrix product out = x W^T (+ bias), W [w_rows, cols] in its stored dtype.
+struct MatMulProblem {
+  const float* x = nullptr;  // [rows, cols]
+  int64_t rows = 0;
+  DType dtype = DType::kF32;
+  const std::byte* w = nullptr;  // row-major, elements need not be aligned
+  int64_t w_rows = 0;
+  int64_t cols = 0;
+  const float* bias = nullptr;  // [w_rows] or null
+  float* out = nullptr;         // [rows, w_rows]
+};
+
+// Weight rows are processed in tiles of this many; a tile's rows share each pass over an input row.
+inline constexpr int64_t kMatMulWeightTile = 4;
+
+// Computes the outputs of weight tiles [tile_begin, tile_end) for input rows [row_begin, row_end).
+using MatMulTilesFn = void (*)(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end,
+                               int64_t row_begin, int64_t row_end);
+
+struct MatMulKernel {
+  const char* name;  // "baseline", "avx2", "avx512"
+  int lanes;         // float lanes of one accumulator
+  MatMulTilesFn tiles;
+};
+
+// The kernels this CPU can run, narrowest first (always at least "baseline").
+std::span<const MatMulKernel> AvailableMatMulKernels();
+
+// The widest available kernel, or the one VG_CPU_ISA names (if available). Chosen once.
+const MatMulKernel& SelectedMatMulKernel();
+
+}  // namespace vg::engine::cpu
+
+#endif  // VG_ENGINE_BACKEND_CPU_MATMUL_KERNEL_H_

@@ -1,0 +1,179 @@
+// The MatMul inner loops as one template over the vector width. Included only by
+// matmul_baseline.cc, matmul_avx2.cc and matmul_avx512.cc, each of which defines
+// VG_MATMUL_NAMESPACE (baseline, avx2, avx512) and VG_MATMUL_BYTES (16, 32, 64) first and is
+// compiled with its ISA's flags. Everything here sits in that namespace's anonymous namespace and
+// uses no library templates, so nothing built with wide instructions is shared with other units.
+// The recipe of one output element is the one matmul_kernel.h states.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "engine/backend/cpu/matmul_kernel.h"
+
+#if !defined(VG_MATMUL_NAMESPACE) || !defined(VG_MATMUL_BYTES)
+#error "define VG_MATMUL_NAMESPACE and VG_MATMUL_BYTES before including matmul_kernel_impl.h"
+#endif
+
+namespace vg::engine::cpu::VG_MATMUL_NAMESPACE {
+namespace {
+
+constexpr int kLanes = VG_MATMUL_BYTES / 4;
+// Input rows sharing one pass over a weight tile: 4 x 4 accumulators fit AVX-512's 32 registers;
+// with 16 registers (SSE2, AVX2) 2 x 4 do.
+constexpr int kMaxInputRows = kLanes >= 16 ? 4 : 2;
+constexpr int kTile = static_cast<int>(kMatMulWeightTile);
+
+typedef float VF __attribute__((vector_size(VG_MATMUL_BYTES)));
+typedef uint32_t VU __attribute__((vector_size(VG_MATMUL_BYTES)));
+typedef int32_t VI __attribute__((vector_size(VG_MATMUL_BYTES)));
+typedef uint16_t VH __attribute__((vector_size(VG_MATMUL_BYTES / 2)));
+
+inline VF LoadFloats(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline VF BitsToFloats(VU bits) {
+  VF v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+inline VU FloatsToBits(VF v) {
+  VU bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return bits;
+}
+
+// kLanes weights starting at element i of a row, widened to float32 exactly.
+template <DType D>
+inline VF LoadWeights(const std::byte* row, int64_t i) {
+  if constexpr (D == DType::kF32) {
+    VF v;
+    std::memcpy(&v, row + 4 * i, sizeof(v));
+    return v;
+  } else {
+    VH halves;
+    std::memcpy(&halves, row + 2 * i, sizeof(halves));
+    const VU h = __builtin_convertvector(halves, VU);
+    if constexpr (D == DType::kBF16) {
+      return BitsToFloats(h << 16);
+    } else {
+      // IEEE half: Giesen's branch-free widening (as HalfToFloat in kernels.cc), lane-wise.
+      const VU shifted_exp = VU{} + (0x7c00u << 13);
+      VU bits = (h & 0x7fffu) << 13;
+      const VU exp = bits & shifted_exp;
+      bits += (127u - 15u) << 23;
+      const VU inf_nan = bits + ((128u - 16u) << 23);
+      const VF sub = BitsToFloats(bits + (1u << 23)) - BitsToFloats(VU{} + (113u << 23));
+      const VI is_special = exp == shifted_exp;
+      const VI is_small = exp == 0;
+      bits = (inf_nan & VU(is_special)) | (bits & ~VU(is_special));
+      bits = (FloatsToBits(sub) & VU(is_small)) | (bits & ~VU(is_small));
+      return BitsToFloats(bits | ((h & 0x8000u) << 16));
+    }
+  }
+}
+
+// The lanes combined by halving: lane j with lane j + L/2, then j + L/4, ...
+inline float Reduce(VF v) {
+  float lanes[kLanes];
+  std::memcpy(lanes, &v, sizeof(v));
+  for (int width = kLanes / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  }
+  return lanes[0];
+}
+
+// Outputs of weight rows [o0, o0 + kTile) for input rows [r0, r0 + XR). Rows past the matrix's end
+// repeat row o0 (computed, never stored), so every element goes through the same code.
+template <DType D, int XR>
+inline void Tile(const MatMulProblem& p, int64_t o0, int64_t r0) {
+  constexpr int64_t kElementBytes = D == DType::kF32 ? 4 : 2;
+  const int64_t n = p.cols;
+  const std::byte* w[kTile];
+  for (int j = 0; j < kTile; ++j) {
+    const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
+    w[j] = p.w + row * n * kElementBytes;
+  }
+  const float* x[XR];
+  for (int r = 0; r < XR; ++r) x[r] = p.x + (r0 + r) * n;
+  VF acc[XR][kTile] = {};
+  const int64_t main = n - n % kLanes;
+  for (int64_t i = 0; i < main; i += kLanes) {
+    VF wv[kTile];
+    for (int j = 0; j < kTile; ++j) wv[j] = LoadWeights<D>(w[j], i);
+    for (int r = 0; r < XR; ++r) {
+      const VF xv = LoadFloats(x[r] + i);
+      for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
+    }
+  }
+  if (main < n) {
+    // The tail as one more step over zero-padded copies (zero bits are 0.0 in every dtype).
+    const int64_t left = n - main;
+    VF wv[kTile];
+    for (int j = 0; j < kTile; ++j) {
+      std::byte padded[kLanes * 4] = {};
+      std::memcpy(padded, w[j] + main * kElementBytes, left * kElementBytes);
+      wv[j] = LoadWeights<D>(padded, 0);
+    }
+    for (int r = 0; r < XR; ++r) {
+      float padded[kLanes] = {};
+      std::memcpy(padded, x[r] + main, left * sizeof(float));
+      const VF xv = LoadFloats(padded);
+      for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
+    }
+  }
+  for (int r = 0; r < XR; ++r) {
+    float* out = p.out + (r0 + r) * p.w_rows;
+    for (int j = 0; j < kTile; ++j) {
+      const int64_t o = o0 + j;
+      if (o >= p.w_rows) break;
+      const float dot = Reduce(acc[r][j]);
+      out[o] = p.bias != nullptr ? dot + p.bias[o] : dot;
+    }
+  }
+}
+
+template <DType D>
+void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
+             int64_t row_end) {
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int64_t o0 = tile * kTile;
+    int64_t r = row_begin;
+    for (; r + kMaxInputRows <= row_end; r += kMaxInputRows) Tile<D, kMaxInputRows>(p, o0, r);
+    switch (row_end - r) {
+      case 3:
+        if constexpr (kMaxInputRows > 3) Tile<D, 3>(p, o0, r);
+        break;
+      case 2:
+        if constexpr (kMaxInputRows > 2) Tile<D, 2>(p, o0, r);
+        break;
+      case 1:
+        Tile<D, 1>(p, o0, r);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
+                 int64_t row_end) {
+  switch (p.dtype) {
+    case DType::kF32:
+      TilesOf<DType::kF32>(p, tile_begin, tile_end, row_begin, row_end);
+      return;
+    case DType::kBF16:
+      TilesOf<DType::kBF16>(p, tile_begin, tile_end, row_begin, row_end);
+      return;
+    case DType::kF16:
+      TilesOf<DType::kF16>(p, tile_begin, tile_end, row_begin, row_end);
+      return;
+  }
+}
+
+}  // namespace vg::engine::cpu::VG_MATMUL_NAMESPACE
