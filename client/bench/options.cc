@@ -133,8 +133,9 @@ absl::Status ParseLoad(const CommandLine& cl, BenchOptions* o) {
   }
   if (!o->num_requests.has_value() && !o->duration_s.has_value()) o->num_requests = 100;
   bool has_inf = false;
-  for (double v : o->load_values)
+  for (double v : o->load_values) {
     has_inf |= o->load_kind == LoadKind::kRequestRate && std::isinf(v);
+  }
   if (has_inf && !o->num_requests.has_value() && !o->max_concurrency.has_value()) {
     return Invalid("request-rate",
                    "inf with only --duration needs --num-requests or "

@@ -123,8 +123,9 @@ std::string FormatTable(const RunReport& r) {
     row("Completed / failed / cancelled at end:",
         absl::StrCat(st.completed, " / ", st.failed, " / ", st.cancelled_at_end));
     std::vector<std::string> errors;
-    for (const auto& entry : st.errors)
+    for (const auto& entry : st.errors) {
       errors.push_back(absl::StrCat(entry.first, " ", entry.second));
+    }
     row("Errors:", errors.empty() ? "none" : absl::StrJoin(errors, ", "));
     row("Request throughput (req/s):", absl::StrFormat("%.2f", st.request_throughput));
     row("Output token throughput (tok/s):", absl::StrFormat("%.1f", st.output_token_throughput));

@@ -27,7 +27,7 @@ int LengthSampler::Sample(std::mt19937_64& rng) const {
       // Redraws are rare (the bounds are two standard deviations out, or more on one side);
       // the clamp only guards a pathological generator.
       for (int attempt = 0; attempt < 1000; ++attempt) {
-        const long value = std::lround(normal(rng));
+        const int64_t value = std::llround(normal(rng));
         if (value >= spec_.min && value <= spec_.max) return static_cast<int>(value);
       }
       return spec_.mean;

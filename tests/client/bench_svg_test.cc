@@ -62,6 +62,7 @@ TEST(BenchSvgTest, EmpiricalCdfStepsAndDownsampling) {
   EXPECT_EQ(cdf, expected);
   EXPECT_TRUE(EmpiricalCdf({}).empty());
   std::vector<double> many;
+  many.reserve(100000);
   for (int i = 0; i < 100000; ++i) many.push_back(i);
   const auto thin = EmpiricalCdf(many, 1000);
   EXPECT_LE(thin.size(), 1002u);

@@ -97,7 +97,7 @@ std::string CheckXmlBalance(const std::string& text, const std::string& root) {
     }
     if (open.empty()) {
       if (seen_root) return "a second root element <" + name + ">";
-      if (name != root) return "root element <" + name + ">, expected <" + root + ">";
+      if (name != root) return "root element <" + name + ">, expected <" + root + ">";  // NOLINT
       seen_root = true;
     }
     if (!self_closing) open.push_back(name);
