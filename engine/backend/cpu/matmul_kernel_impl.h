@@ -10,6 +10,10 @@
 
 #include "engine/backend/cpu/matmul_kernel.h"
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>  // always-inline intrinsics only: nothing from here is ever emitted
+#endif
+
 #if !defined(VG_MATMUL_NAMESPACE) || !defined(VG_MATMUL_BYTES)
 #error "define VG_MATMUL_NAMESPACE and VG_MATMUL_BYTES before including matmul_kernel_impl.h"
 #endif
@@ -53,7 +57,29 @@ inline VF LoadWeights(const std::byte* row, int64_t i) {
     VF v;
     std::memcpy(&v, row + 4 * i, sizeof(v));
     return v;
-  } else {
+  }
+#if defined(__AVX512F__)
+  if constexpr (kLanes == 16) {
+    // One widening load each; GCC lowers the generic conversion below to several shuffles.
+    const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i));
+    if constexpr (D == DType::kBF16) {
+      return (VF)_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16);
+    } else {
+      return (VF)_mm512_cvtph_ps(halves);  // exact for every finite half
+    }
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (kLanes == 8) {
+    const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+    if constexpr (D == DType::kBF16) {
+      return (VF)_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16);
+    } else {
+      return (VF)_mm256_cvtph_ps(halves);
+    }
+  }
+#endif
+  {
     VH halves;
     std::memcpy(&halves, row + 2 * i, sizeof(halves));
     const VU h = __builtin_convertvector(halves, VU);
