@@ -15,6 +15,8 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # promtool, to lint the /metrics exposition (the Prometheus server itself is not started)
   prometheus
+  # deployment checks (tests/deploy): yamllint, jq, and a venv for kubernetes-validate (PyPI)
+  yamllint jq python3-venv
   # the SentencePiece reference tools (spm_train, spm_encode, spm_decode), run as separate processes
   sentencepiece
 )
