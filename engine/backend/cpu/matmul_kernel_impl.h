@@ -112,46 +112,109 @@ inline float Reduce(VF v) {
   return lanes[0];
 }
 
-// Outputs of weight rows [o0, o0 + kTile) for input rows [r0, r0 + XR). Rows past the matrix's end
-// repeat row o0 (computed, never stored), so every element goes through the same code.
+// Input rows whose partial sums are kept (in memory) while a weight tile passes over them, and the
+// columns of one pass: 16 rows x 256 floats of input (16 KiB) stay in the L1 cache for the
+// kTile weight rows of the chunk. Chunking keeps each lane's summation order (increasing i).
+constexpr int kRowsPerPass = 16;
+constexpr int64_t kChunk = 256;
+
+template <DType D>
+constexpr int64_t kElementBytes = D == DType::kF32 ? 4 : 2;
+
+// acc[r][j] += products of input rows x[0..XR) and weight rows w[0..kTile) over [begin, end),
+// kLanes at a time; end - begin is a multiple of kLanes.
 template <DType D, int XR>
-inline void Tile(const MatMulProblem& p, int64_t o0, int64_t r0) {
-  constexpr int64_t kElementBytes = D == DType::kF32 ? 4 : 2;
-  const int64_t n = p.cols;
-  const std::byte* w[kTile];
-  for (int j = 0; j < kTile; ++j) {
-    const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
-    w[j] = p.w + row * n * kElementBytes;
+inline void Accumulate(const std::byte* const* w, const float* const* x, int64_t begin, int64_t end,
+                       VF (*acc)[kTile]) {
+  VF a[XR][kTile];
+  for (int r = 0; r < XR; ++r) {
+    for (int j = 0; j < kTile; ++j) a[r][j] = acc[r][j];
   }
-  const float* x[XR];
-  for (int r = 0; r < XR; ++r) x[r] = p.x + (r0 + r) * n;
-  VF acc[XR][kTile] = {};
-  const int64_t main = n - n % kLanes;
-  for (int64_t i = 0; i < main; i += kLanes) {
+  for (int64_t i = begin; i < end; i += kLanes) {
     VF wv[kTile];
     for (int j = 0; j < kTile; ++j) wv[j] = LoadWeights<D>(w[j], i);
     for (int r = 0; r < XR; ++r) {
       const VF xv = LoadFloats(x[r] + i);
-      for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
-    }
-  }
-  if (main < n) {
-    // The tail as one more step over zero-padded copies (zero bits are 0.0 in every dtype).
-    const int64_t left = n - main;
-    VF wv[kTile];
-    for (int j = 0; j < kTile; ++j) {
-      std::byte padded[kLanes * 4] = {};
-      std::memcpy(padded, w[j] + main * kElementBytes, left * kElementBytes);
-      wv[j] = LoadWeights<D>(padded, 0);
-    }
-    for (int r = 0; r < XR; ++r) {
-      float padded[kLanes] = {};
-      std::memcpy(padded, x[r] + main, left * sizeof(float));
-      const VF xv = LoadFloats(padded);
-      for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
+      for (int j = 0; j < kTile; ++j) a[r][j] += xv * wv[j];
     }
   }
   for (int r = 0; r < XR; ++r) {
+    for (int j = 0; j < kTile; ++j) acc[r][j] = a[r][j];
+  }
+}
+
+// The last n % kLanes columns as one more step over zero-padded copies (zero bits are 0.0 in
+// every dtype).
+template <DType D, int XR>
+inline void AccumulateTail(const std::byte* const* w, const float* const* x, int64_t main,
+                           int64_t n, VF (*acc)[kTile]) {
+  const int64_t left = n - main;
+  VF wv[kTile];
+  for (int j = 0; j < kTile; ++j) {
+    std::byte padded[kLanes * 4] = {};
+    std::memcpy(padded, w[j] + main * kElementBytes<D>, left * kElementBytes<D>);
+    wv[j] = LoadWeights<D>(padded, 0);
+  }
+  for (int r = 0; r < XR; ++r) {
+    float padded[kLanes] = {};
+    std::memcpy(padded, x[r] + main, left * sizeof(float));
+    const VF xv = LoadFloats(padded);
+    for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
+  }
+}
+
+// Runs `step` over the rows [0, rows) in register groups of kMaxInputRows, the remainder last.
+template <DType D, typename Step>
+inline void ForRowGroups(int rows, const Step& step) {
+  int r = 0;
+  for (; r + kMaxInputRows <= rows; r += kMaxInputRows) {
+    step.template operator()<kMaxInputRows>(r);
+  }
+  switch (rows - r) {
+    case 3:
+      if constexpr (kMaxInputRows > 3) step.template operator()<3>(r);
+      break;
+    case 2:
+      if constexpr (kMaxInputRows > 2) step.template operator()<2>(r);
+      break;
+    case 1:
+      step.template operator()<1>(r);
+      break;
+    default:
+      break;
+  }
+}
+
+// Outputs of weight rows [o0, o0 + kTile) for up to kRowsPerPass input rows from r0. Rows past
+// the matrix's end repeat row o0 (computed, never stored), so every element goes through the
+// same code.
+template <DType D>
+void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
+  const int64_t n = p.cols;
+  const std::byte* w[kTile];
+  for (int j = 0; j < kTile; ++j) {
+    const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
+    w[j] = p.w + row * n * kElementBytes<D>;
+  }
+  const float* x[kRowsPerPass];
+  for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
+  VF acc[kRowsPerPass][kTile] = {};
+  const int64_t main = n - n % kLanes;
+  if (rows <= kMaxInputRows) {
+    // One register group (every decode step of up to kMaxInputRows sequences): no chunking.
+    ForRowGroups<D>(rows, [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r); });
+  } else {
+    for (int64_t begin = 0; begin < main; begin += kChunk) {
+      const int64_t end = begin + kChunk < main ? begin + kChunk : main;
+      ForRowGroups<D>(rows,
+                      [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, begin, end, acc + r); });
+    }
+  }
+  if (main < n) {
+    ForRowGroups<D>(rows,
+                    [&]<int XR>(int r) { AccumulateTail<D, XR>(w, x + r, main, n, acc + r); });
+  }
+  for (int r = 0; r < rows; ++r) {
     float* out = p.out + (r0 + r) * p.w_rows;
     for (int j = 0; j < kTile; ++j) {
       const int64_t o = o0 + j;
@@ -166,21 +229,9 @@ template <DType D>
 void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
              int64_t row_end) {
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t o0 = tile * kTile;
-    int64_t r = row_begin;
-    for (; r + kMaxInputRows <= row_end; r += kMaxInputRows) Tile<D, kMaxInputRows>(p, o0, r);
-    switch (row_end - r) {
-      case 3:
-        if constexpr (kMaxInputRows > 3) Tile<D, 3>(p, o0, r);
-        break;
-      case 2:
-        if constexpr (kMaxInputRows > 2) Tile<D, 2>(p, o0, r);
-        break;
-      case 1:
-        Tile<D, 1>(p, o0, r);
-        break;
-      default:
-        break;
+    for (int64_t r = row_begin; r < row_end; r += kRowsPerPass) {
+      const int64_t rows = row_end - r < kRowsPerPass ? row_end - r : kRowsPerPass;
+      TilePass<D>(p, tile * kTile, r, static_cast<int>(rows));
     }
   }
 }
