@@ -64,6 +64,9 @@ void RopeCosSin(int64_t position, const float* inv_freq, int64_t half_dim, float
 // x' = x * cos + rotate_half(x) * sin, rotate_half([a, b]) = [-b, a].
 void ApplyRope(float* x, int64_t num_heads, int64_t half_dim, const float* cos, const float* sin);
 
+// tanh(x) within 4.2e-7 absolute (and relative) of the exact value for every float x; vectorisable.
+float Tanh(float x);
+
 // gelu_pytorch_tanh: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
 float GeluTanh(float x);
 

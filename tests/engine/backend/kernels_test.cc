@@ -1,6 +1,7 @@
 // Every CPU kernel against a plain scalar double-precision reference.
 #include "engine/backend/cpu/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -255,8 +256,27 @@ TEST(CpuBackendKernelsTest, GeGluAndSoftCapMatchReference) {
   const std::vector<float> orig = capped;
   SoftCap(capped.data(), n, 30.0f);
   for (int64_t i = 0; i < n; ++i) {
-    EXPECT_NEAR(capped[i], std::tanh(orig[i] / 30.0) * 30.0, 1e-5);
+    EXPECT_NEAR(capped[i], std::tanh(orig[i] / 30.0) * 30.0, 30.0 * 5e-7);
   }
+}
+
+// Tolerance for Tanh: 4.2e-7 absolute and relative (about 7 ulp near +-1, where float32's own
+// rounding is 6e-8).
+TEST(CpuBackendKernelsTest, TanhIsWithinItsStatedErrorEverywhere) {
+  double worst = 0.0;
+  for (float x = -20.0f; x <= 20.0f; x += 3.7e-5f) {
+    const double want = std::tanh(static_cast<double>(x));
+    const double err = std::fabs(Tanh(x) - want);
+    ASSERT_LE(err, 4.2e-7 * std::max(std::fabs(want), 1e-30) + 1e-45) << x;
+    worst = std::max(worst, err);
+  }
+  EXPECT_GT(worst, 0.0);
+  EXPECT_EQ(Tanh(INFINITY), Tanh(100.0f));
+  EXPECT_NEAR(Tanh(INFINITY), 1.0f, 4.2e-7);
+  EXPECT_NEAR(Tanh(-INFINITY), -1.0f, 4.2e-7);
+  EXPECT_TRUE(std::isnan(Tanh(NAN)));
+  EXPECT_EQ(Tanh(1e-30f), 1e-30f);
+  EXPECT_EQ(Tanh(-0.0f), -0.0f);
 }
 
 // Paged attention over a shuffled block table vs a dense scalar reference.
