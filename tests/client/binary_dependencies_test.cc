@@ -21,7 +21,8 @@ std::string Ldd(const std::string& binary) {
 }
 
 TEST(BinaryDependenciesTest, ServerAndCliHaveNoCudaAndNoSentencepiece) {
-  for (const char* binary : {"vaultgemma-server", "vaultgemma-cli", "vaultgemma-run"}) {
+  for (const char* binary :
+       {"vaultgemma-server", "vaultgemma-cli", "vaultgemma-run", "vaultgemma-bench"}) {
     SCOPED_TRACE(binary);
     const std::string libs = Ldd(binary);
     EXPECT_THAT(libs, Not(HasSubstr("libcuda")));
