@@ -179,36 +179,45 @@ for s in "${stages[@]}"; do
   [[ -n ${stage_hf_offline[$s]:-} ]] || fail "$s: HF_HUB_OFFLINE=1 is not set"
 done
 
-# The cpu stage's packages against the libraries the binaries load.
-package_of() {  # PATH -> the Debian package owning it (usrmerge: /lib and /usr/lib are one)
-  local path=$1 real candidate owner
-  real=$(readlink -f "$path")
-  for candidate in "$path" "/usr$path" "${path#/usr}" "$real" "/usr$real" "${real#/usr}"; do
-    owner=$(dpkg -S "$candidate" 2>/dev/null | head -n 1 | cut -d: -f1) || true
-    if [ -n "$owner" ]; then
-      echo "$owner"
-      return 0
-    fi
-  done
-  return 1
-}
-declare -A needed=()
+# The cpu stage's packages against the libraries the binaries load. dpkg -S needs the path as
+# the package installed it: with usrmerge /lib and /usr/lib are one, so ask for every spelling,
+# all in one dpkg call (it is slow to start).
+declare -A lib_user=() owner_of=()
 for exe in vaultgemma-server vaultgemma-cli; do
   bin=$build/bin/$exe
   [ -x "$bin" ] || { fail "$bin is not built"; continue; }
   if ldd "$bin" | grep -q "not found"; then fail "$exe: unresolved libraries"; fi
   while read -r lib path; do
-    if owner=$(package_of "$path"); then
-      needed[$owner]+=" $lib"
-    else
-      fail "$exe: no Debian package owns $path"
-    fi
+    lib_user[$path]+=" $exe:$lib"
   done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
+done
+spellings() {
+  local real
+  real=$(readlink -f "$1")
+  printf '%s\n' "$1" "/usr$1" "${1#/usr}" "$real" "/usr$real" "${real#/usr}"
+}
+candidates=()
+for path in "${!lib_user[@]}"; do mapfile -t -O ${#candidates[@]} candidates < <(spellings "$path"); done
+while IFS= read -r line; do
+  owner_of[${line#*: }]=${line%%:*}
+done < <(dpkg -S "${candidates[@]}" 2> /dev/null | sed 's/^\([^:,]*\)\(:[a-z0-9]*\)\{0,1\}: /\1: /' || true)
+declare -A needed=()
+for path in "${!lib_user[@]}"; do
+  owner=""
+  while IFS= read -r candidate; do
+    owner=${owner_of[$candidate]:-}
+    [ -n "$owner" ] && break
+  done < <(spellings "$path")
+  if [ -n "$owner" ]; then
+    needed[$owner]+="${lib_user[$path]}"
+  else
+    fail "no Debian package owns $path (${lib_user[$path]# })"
+  fi
 done
 declare -A listed=()
 while read -r p; do [ -n "$p" ] && listed[$p]=1; done <<< "${stage_packages[cpu]:-}"
 for p in "${!needed[@]}"; do
-  [[ -n ${listed[$p]:-} ]] || fail "cpu stage: package $p is missing (provides${needed[$p]})"
+  [[ -n ${listed[$p]:-} ]] || fail "cpu stage: package $p is missing (for$(tr ' ' '\n' <<< "${needed[$p]}" | sort -u | tr '\n' ' '))"
 done
 for p in "${!listed[@]}"; do
   [[ -n ${needed[$p]:-} ]] || fail "cpu stage: package $p provides no library the binaries load"
