@@ -1,13 +1,14 @@
 // Metrics: the server's Prometheus metrics (all named vaultgemma_*, in base units) and the HTTP
 // endpoint that serves them (GET /metrics, prometheus-cpp's civetweb Exposer).
 //
-// Three sources feed it. A background thread polls engine::Engine::Stats() every 250 ms and sets
-// the gauges (requests running/waiting, KV-cache usage) and advances the engine counters by the
-// positive deltas of the cumulative stats (prompt/generation/prefix-cache tokens, preemptions,
-// steps), so counters never decrease. TextGenerationService reports each request: its finish
-// reason and timings (ObserveEngineFinish), gaps between streamed tokens (ObserveInterTokenGap)
-// and each RPC's final gRPC code (ObserveRpc). The engine tells it about every step it runs
-// (engine::StepObserver: the batch-size histograms). Labels never carry prompt or completion text.
+// Three sources feed it. Each scrape (and a background thread, every 250 ms) reads
+// engine::Engine::Stats(), sets the gauges (requests running/waiting, KV-cache usage) and advances
+// the engine counters by the positive deltas of the cumulative stats
+// (prompt/generation/prefix-cache tokens, preemptions, steps), so counters never decrease.
+// TextGenerationService reports each request: its finish reason and timings (ObserveEngineFinish),
+// gaps between streamed tokens (ObserveInterTokenGap) and each RPC's final gRPC code (ObserveRpc).
+// The engine tells it about every step it runs (engine::StepObserver: the batch-size histograms).
+// Labels never carry prompt or completion text.
 //
 // The endpoint starts before the model loads (so that it can also start before anything loads a
 // CUDA library); until AttachEngine the engine gauges read 0.
@@ -122,7 +123,8 @@ class Metrics final : public engine::StepObserver {
   bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread thread_;
 
-  std::unique_ptr<prometheus::Exposer> exposer_;  // last: destroyed first, stops serving
+  std::shared_ptr<prometheus::Collectable> collectable_;  // the registry, refreshed per scrape
+  std::unique_ptr<prometheus::Exposer> exposer_;          // last: destroyed first, stops serving
 };
 
 }  // namespace vg::server

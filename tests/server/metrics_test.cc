@@ -212,6 +212,8 @@ TEST(MetricsTest, ScrapeAgreesWithTheRequestsMade) {
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
   EXPECT_EQ(received, 12);
+  // A scrape right after the streams ended already counts their tokens (refreshed per scrape).
+  EXPECT_GE(Value(Parse(Scrape(metrics_port)), "vaultgemma_generation_tokens_total"), 12);
   // One rejected.
   pb::GenerateRequest invalid = TextRequest("hello", 4);
   invalid.mutable_sampling()->set_temperature(-1);
