@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: the benchmarks that are not tests. Numbers are reported, never asserted.
 #   tools/bench/run_benchmarks.sh [BUILD_DIR]
-# BENCH_DATA (default BUILD_DIR/bench-data) holds the generated ~2 GB random 1B-shape checkpoint.
+# BENCH_DATA (default BUILD_DIR/bench-data) holds the generated ~2 GB random 1B-shape checkpoint
+# and side_by_side.json. BENCH_PYTHON is a python with PyPI torch and transformers (default:
+# python3 when it has them, else a virtual environment made in BUILD_DIR/bench-venv).
 set -euo pipefail
 build=${1:-build}
 data=${BENCH_DATA:-$build/bench-data}
@@ -23,3 +25,17 @@ for b in "$build"/bench/*_benchmark; do
   echo "== $(basename "$b")"
   "$b" --benchmark_min_time=0.5
 done
+
+echo "== side by side with transformers (1B shape; several minutes)"
+python=${BENCH_PYTHON:-python3}
+if ! "$python" -c 'import torch, transformers' 2> /dev/null; then
+  venv=$build/bench-venv
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== installing torch and transformers from PyPI into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$(dirname "$0")/../fixtures/requirements.txt"
+  fi
+  python=$venv/bin/python
+fi
+"$python" "$(dirname "$0")/side_by_side.py" --build "$build" --model "$ckpt" \
+  --out "$data/side_by_side.json"
