@@ -248,7 +248,7 @@ jq -r '.. | .expr? // empty' deploy/k8s/components/monitoring/grafana-dashboard.
 jq -r '.templating.list[] | .definition? // empty' deploy/k8s/components/monitoring/grafana-dashboard.json >> "$work/dashboard.promql"
 sources=("$work/cpu.yaml" "$work/gpu.yaml" "$work/dashboard.promql" deploy/prometheus-adapter/values.yaml
          tests/deploy/alerts_test.yaml)
-[ -f deploy/README_SECTION.md ] && sources+=(deploy/README_SECTION.md)
+sources+=(README.md)
 target_labels=" namespace pod job instance container endpoint service "
 code_names=" OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED "
 metric_family() {  # a series name -> its histogram family, or itself
