@@ -102,14 +102,30 @@ inline VF LoadWeights(const std::byte* row, int64_t i) {
   }
 }
 
-// The lanes combined by halving: lane j with lane j + L/2, then j + L/4, ...
+typedef float VF8 __attribute__((vector_size(32)));
+typedef float VF4 __attribute__((vector_size(16)));
+
+// Adds the upper half of a vector's lanes to its lower half: lane j + lane j + W/2.
+template <typename Half, typename Full>
+inline Half AddHalves(Full v) {
+  Half lo, hi;
+  std::memcpy(&lo, &v, sizeof(Half));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(Half), sizeof(Half));
+  return lo + hi;
+}
+
+// The lanes combined by halving: lane j with lane j + L/2, then j + L/4, ... (vector adds for the
+// wide steps; this runs once per output element, often enough to matter for short rows).
 inline float Reduce(VF v) {
-  float lanes[kLanes];
-  std::memcpy(lanes, &v, sizeof(v));
-  for (int width = kLanes / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  VF4 v4;
+  if constexpr (kLanes == 16) {
+    v4 = AddHalves<VF4>(AddHalves<VF8>(v));
+  } else if constexpr (kLanes == 8) {
+    v4 = AddHalves<VF4>(v);
+  } else {
+    std::memcpy(&v4, &v, sizeof(v4));
   }
-  return lanes[0];
+  return (v4[0] + v4[2]) + (v4[1] + v4[3]);
 }
 
 // Input rows whose partial sums are kept (in memory) while a weight tile passes over them, and the
@@ -204,10 +220,30 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
     // One register group (every decode step of up to kMaxInputRows sequences): no chunking.
     ForRowGroups<D>(rows, [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r); });
   } else {
+    // BF16/F16 chunks are widened once into a float32 copy that every register group reads:
+    // widening is exact, so the sums are the same, and the shifts no longer compete with the
+    // multiply-adds for execution ports.
+    alignas(64) float widened[kTile][kChunk];
+    const std::byte* wf[kTile];
+    for (int j = 0; j < kTile; ++j) wf[j] = reinterpret_cast<const std::byte*>(widened[j]);
     for (int64_t begin = 0; begin < main; begin += kChunk) {
       const int64_t end = begin + kChunk < main ? begin + kChunk : main;
-      ForRowGroups<D>(rows,
-                      [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, begin, end, acc + r); });
+      if constexpr (D == DType::kF32) {
+        ForRowGroups<D>(rows,
+                        [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, begin, end, acc + r); });
+      } else {
+        for (int j = 0; j < kTile; ++j) {
+          for (int64_t i = begin; i < end; i += kLanes) {
+            const VF v = LoadWeights<D>(w[j], i);
+            std::memcpy(&widened[j][i - begin], &v, sizeof(v));
+          }
+        }
+        const float* xs[kRowsPerPass];
+        for (int r = 0; r < rows; ++r) xs[r] = x[r] + begin;
+        ForRowGroups<D>(rows, [&]<int XR>(int r) {
+          Accumulate<DType::kF32, XR>(wf, xs + r, 0, end - begin, acc + r);
+        });
+      }
     }
   }
   if (main < n) {
