@@ -22,29 +22,29 @@ namespace bandwidth_internal {
 
 // Sums the 64-byte blocks [begin, end) of `data` into four accumulators of `Bytes`-wide vectors,
 // so the loop is bound by memory, not by adds. Returns a value that depends on every byte.
-#define VG_BANDWIDTH_SUM(NAME, BYTES, TARGET)                                                \
-  TARGET inline uint64_t NAME(const unsigned char* data, size_t begin, size_t end) {        \
-    typedef uint64_t V __attribute__((vector_size(BYTES)));                                  \
-    constexpr size_t kPerBlock = 64 / (BYTES);                                               \
-    V a = {}, b = {}, c = {}, d = {};                                                        \
-    for (size_t block = begin; block + 4 <= end; block += 4) {                               \
-      const unsigned char* p = data + block * 64;                                            \
-      for (size_t k = 0; k < kPerBlock; ++k) {                                               \
-        V x0, x1, x2, x3;                                                                    \
-        std::memcpy(&x0, p + k * (BYTES), sizeof(V));                                        \
-        std::memcpy(&x1, p + 64 + k * (BYTES), sizeof(V));                                   \
-        std::memcpy(&x2, p + 128 + k * (BYTES), sizeof(V));                                  \
-        std::memcpy(&x3, p + 192 + k * (BYTES), sizeof(V));                                  \
-        a += x0;                                                                             \
-        b += x1;                                                                             \
-        c += x2;                                                                             \
-        d += x3;                                                                             \
-      }                                                                                      \
-    }                                                                                        \
-    const V s = a + b + c + d;                                                               \
-    uint64_t out = 0;                                                                        \
-    for (size_t i = 0; i < sizeof(V) / 8; ++i) out ^= s[i];                                  \
-    return out;                                                                              \
+#define VG_BANDWIDTH_SUM(NAME, BYTES, TARGET)                                        \
+  TARGET inline uint64_t NAME(const unsigned char* data, size_t begin, size_t end) { \
+    typedef uint64_t V __attribute__((vector_size(BYTES)));                          \
+    constexpr size_t kPerBlock = 64 / (BYTES);                                       \
+    V a = {}, b = {}, c = {}, d = {};                                                \
+    for (size_t block = begin; block + 4 <= end; block += 4) {                       \
+      const unsigned char* p = data + block * 64;                                    \
+      for (size_t k = 0; k < kPerBlock; ++k) {                                       \
+        V x0, x1, x2, x3;                                                            \
+        std::memcpy(&x0, p + k * (BYTES), sizeof(V));                                \
+        std::memcpy(&x1, p + 64 + k * (BYTES), sizeof(V));                           \
+        std::memcpy(&x2, p + 128 + k * (BYTES), sizeof(V));                          \
+        std::memcpy(&x3, p + 192 + k * (BYTES), sizeof(V));                          \
+        a += x0;                                                                     \
+        b += x1;                                                                     \
+        c += x2;                                                                     \
+        d += x3;                                                                     \
+      }                                                                              \
+    }                                                                                \
+    const V s = a + b + c + d;                                                       \
+    uint64_t out = 0;                                                                \
+    for (size_t i = 0; i < sizeof(V) / 8; ++i) out ^= s[i];                          \
+    return out;                                                                      \
   }
 
 VG_BANDWIDTH_SUM(Sum16, 16, )
