@@ -82,31 +82,9 @@ int UsageError(absl::string_view message) {
   return 2;
 }
 
-std::string CodeName(grpc::StatusCode code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index < 17 ? kNames[index] : absl::StrCat("code ", index);
-}
-
 int ServerError(const grpc::Status& status) {
-  std::cerr << "vaultgemma-cli: " << CodeName(status.error_code()) << ": " << status.error_message()
-            << "\n";
+  std::cerr << "vaultgemma-cli: " << StatusCodeName(status.error_code()) << ": "
+            << status.error_message() << "\n";
   return 3;
 }
 

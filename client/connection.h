@@ -25,6 +25,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
 std::unique_ptr<grpc::ClientContext> MakeContext(const ConnectionOptions& options,
                                                  double deadline_seconds);
 
+// "OK", "CANCELLED", ... "UNAUTHENTICATED" (grpc/status.h's names); "CODE_<n>" for anything else.
+std::string StatusCodeName(grpc::StatusCode code);
+
 }  // namespace vg::client
 
 #endif  // VG_CLIENT_CONNECTION_H_

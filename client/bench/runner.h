@@ -78,9 +78,6 @@ class LoadRunner {
   std::chrono::steady_clock::time_point epoch_;
 };
 
-// The canonical name of a gRPC status code ("RESOURCE_EXHAUSTED"); "CODE_<n>" when unknown.
-std::string StatusCodeName(grpc::StatusCode code);
-
 }  // namespace vg::client
 
 #endif  // VG_CLIENT_BENCH_RUNNER_H_
