@@ -141,7 +141,7 @@ constexpr int64_t kElementBytes = D == DType::kF32 ? 4 : 2;
 // kLanes at a time; end - begin is a multiple of kLanes.
 template <DType D, int XR>
 inline void Accumulate(const std::byte* const* w, const float* const* x, int64_t begin, int64_t end,
-                       VF (*acc)[kTile]) {
+                       VF (*acc)[kTile], int64_t prefetch_ahead = 0) {
   VF a[XR][kTile];
   for (int r = 0; r < XR; ++r) {
     for (int j = 0; j < kTile; ++j) a[r][j] = acc[r][j];
@@ -149,6 +149,11 @@ inline void Accumulate(const std::byte* const* w, const float* const* x, int64_t
   for (int64_t i = begin; i < end; i += kLanes) {
     VF wv[kTile];
     for (int j = 0; j < kTile; ++j) wv[j] = LoadWeights<D>(w[j], i);
+    if (prefetch_ahead != 0) {
+      for (int j = 0; j < kTile; ++j) {
+        __builtin_prefetch(w[j] + i * kElementBytes<D> + prefetch_ahead, 0, 2);
+      }
+    }
     for (int r = 0; r < XR; ++r) {
       const VF xv = LoadFloats(x[r] + i);
       for (int j = 0; j < kTile; ++j) a[r][j] += xv * wv[j];
@@ -216,9 +221,15 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
   for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
   VF acc[kRowsPerPass][kTile] = {};
   const int64_t main = n - n % kLanes;
+  // Weights are read once, straight from memory: each load is preceded by a prefetch of the same
+  // column of the next tile (the rows that follow in memory) into L2, so the memory reads overlap
+  // the arithmetic instead of stalling it, and the streams continue across page boundaries, where
+  // the hardware prefetchers stop. Past the matrix end the prefetches are harmless hints.
+  const int64_t ahead = kTile * n * kElementBytes<D>;
   if (rows <= kMaxInputRows) {
     // One register group (every decode step of up to kMaxInputRows sequences): no chunking.
-    ForRowGroups<D>(rows, [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r); });
+    ForRowGroups<D>(rows,
+                    [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r, ahead); });
   } else {
     // BF16/F16 chunks are widened once into a float32 copy that every register group reads:
     // widening is exact, so the sums are the same, and the shifts no longer compete with the
@@ -234,6 +245,7 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
       } else {
         for (int j = 0; j < kTile; ++j) {
           for (int64_t i = begin; i < end; i += kLanes) {
+            __builtin_prefetch(w[j] + i * kElementBytes<D> + ahead, 0, 2);
             const VF v = LoadWeights<D>(w[j], i);
             std::memcpy(&widened[j][i - begin], &v, sizeof(v));
           }

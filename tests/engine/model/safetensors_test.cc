@@ -118,6 +118,22 @@ TEST_F(SafetensorsTest, MetadataAndPaddedHeader) {
               HasSubstr("__metadata__ is not an object"));
 }
 
+// The data section is copied so that it starts on a cache line, whatever the header length.
+TEST_F(SafetensorsTest, DataSectionStartsOnACacheLine) {
+  for (int pad = 0; pad < 9; ++pad) {
+    const json header = {{"t", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}},
+                         {"__metadata__", {{"pad", std::string(pad, 'x')}}}};
+    const float values[2] = {1.5f, -2.0f};
+    auto file = SafetensorsFile::Open(Write(test::SafetensorsBytes(
+        header.dump(), std::string_view(reinterpret_cast<const char*>(values), 8))));
+    ASSERT_TRUE(file.ok()) << file.status();
+    const TensorView& t = (*file)->tensors().at("t");
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u) << "pad " << pad;
+    EXPECT_EQ(t.GetFloat(0), 1.5f);
+    EXPECT_EQ(t.GetFloat(1), -2.0f);
+  }
+}
+
 TEST_F(SafetensorsTest, EmptyHeaderObjectIsAValidEmptyFile) {
   auto file = SafetensorsFile::Open(Write(test::SafetensorsBytes("{}", "")));
   ASSERT_TRUE(file.ok()) << file.status();
