@@ -238,9 +238,12 @@ void ForwardPass::RunLayer(int64_t index, const BatchPlan& plan) {
   // Attention block: h = h + o_proj(attention(rope(q), rope(k), v)).
   RmsNorm(hidden_.data(), t, hidden, WidenVector(layer.input_norm, norm_weight_), eps,
           normed_.data());
-  MatMul(pool_, normed_.data(), t, layer.q, WidenVector(layer.q_bias, q_bias_), q_.data());
-  MatMul(pool_, normed_.data(), t, layer.k, WidenVector(layer.k_bias, k_bias_), k_.data());
-  MatMul(pool_, normed_.data(), t, layer.v, WidenVector(layer.v_bias, v_bias_), v_.data());
+  const MatMulTarget qkv[] = {
+      {&layer.q, WidenVector(layer.q_bias, q_bias_), q_.data()},
+      {&layer.k, WidenVector(layer.k_bias, k_bias_), k_.data()},
+      {&layer.v, WidenVector(layer.v_bias, v_bias_), v_.data()},
+  };
+  MatMuls(pool_, normed_.data(), t, qkv);
   Attend(index, plan);
   MatMul(pool_, attn_.data(), t, layer.o, WidenVector(layer.o_bias, o_bias_), proj_.data());
   for (int64_t i = 0; i < t * hidden; ++i) hidden_[i] += proj_[i];
@@ -248,8 +251,9 @@ void ForwardPass::RunLayer(int64_t index, const BatchPlan& plan) {
   // MLP block: h = h + down(gelu_tanh(gate(x)) * up(x)).
   RmsNorm(hidden_.data(), t, hidden, WidenVector(layer.ffw_norm, norm_weight_), eps,
           normed_.data());
-  MatMul(pool_, normed_.data(), t, layer.gate, nullptr, gate_.data());
-  MatMul(pool_, normed_.data(), t, layer.up, nullptr, up_.data());
+  const MatMulTarget gate_up[] = {{&layer.gate, nullptr, gate_.data()},
+                                  {&layer.up, nullptr, up_.data()}};
+  MatMuls(pool_, normed_.data(), t, gate_up);
   const int64_t inter_total = t * config_.intermediate_size;
   pool_.ParallelFor(inter_total, [&](int64_t begin, int64_t end) {
     GeGlu(&gate_[begin], &up_[begin], end - begin, &gate_[begin]);

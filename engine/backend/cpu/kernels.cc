@@ -122,6 +122,37 @@ void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& 
   }
 }
 
+void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const MatMulTarget> targets,
+             const MatMulKernel* kernel) {
+  if (rows <= 0 || targets.empty()) return;
+  const MatMulKernel& k = kernel != nullptr ? *kernel : SelectedMatMulKernel();
+  const int64_t cols = targets[0].w->cols;
+  // first_tile[i]: index of target i's first tile in the joint numbering.
+  std::vector<int64_t> first_tile;
+  std::vector<MatMulProblem> problems;
+  int64_t tiles = 0;
+  for (const MatMulTarget& t : targets) {
+    first_tile.push_back(tiles);
+    problems.push_back(
+        MatMulProblem{x, rows, t.w->dtype, t.w->data, t.w->rows, t.w->cols, t.bias, t.out});
+    tiles += (t.w->rows + kMatMulWeightTile - 1) / kMatMulWeightTile;
+  }
+  first_tile.push_back(tiles);
+  constexpr int64_t kBlockBytes = 512 * 1024;  // as in MatMul
+  const int64_t block = std::max<int64_t>(4, kBlockBytes / (cols * 4) / 4 * 4);
+  for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
+    const int64_t row_end = std::min(rows, row_begin + block);
+    pool.ParallelFor(tiles, [&](int64_t begin, int64_t end) {
+      for (size_t i = 0; i < problems.size(); ++i) {
+        const int64_t lo = std::max(begin, first_tile[i]);
+        const int64_t hi = std::min(end, first_tile[i + 1]);
+        if (lo < hi)
+          k.tiles(problems[i], lo - first_tile[i], hi - first_tile[i], row_begin, row_end);
+      }
+    });
+  }
+}
+
 void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
              float* out) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "engine/backend/cpu/matmul_kernel.h"
 #include "engine/backend/cpu/thread_pool.h"
@@ -47,6 +48,19 @@ float Dot(const float* a, const float* b, int64_t n);
 // null means SelectedMatMulKernel(). `x` and `out` must not overlap.
 void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
             const float* bias, float* out, const MatMulKernel* kernel = nullptr);
+
+// One of several products of the same input (MatMuls below).
+struct MatMulTarget {
+  const WeightMatrix* w = nullptr;
+  const float* bias = nullptr;  // [w->rows] or null
+  float* out = nullptr;         // [rows, w->rows]
+};
+
+// MatMul for every target (all with w->cols equal to the input's width) in one parallel loop over
+// their tiles together: q/k/v and gate/up of a layer cost one fork/join each instead of three or
+// two, and the threads share the small matrices evenly. Each output is the same as MatMul's.
+void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const MatMulTarget> targets,
+             const MatMulKernel* kernel = nullptr);
 
 // out = x * rsqrt(mean(x^2) + eps) * (1 + weight), each of `rows` rows of length `dim`, float32
 // like VaultGemmaRMSNorm. `out` may alias `x`.

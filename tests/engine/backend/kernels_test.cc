@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/backend/cpu/kv_cache.h"
@@ -185,6 +186,39 @@ TEST(CpuBackendKernelsTest, MatMulIsBitIdenticalAcrossRowCountsAndThreads) {
           ASSERT_EQ(std::memcmp(&batched[row * 23 + o], &alone[o], sizeof(float)), 0)
               << kernel.name << ", " << threads << " threads, row " << row << ", feature " << o;
         }
+      }
+    }
+  }
+}
+
+// MatMuls runs several products in one parallel loop; each output must be MatMul's, bit for bit,
+// whatever the thread count (tiles of different targets land on one thread) and row count.
+TEST(CpuBackendKernelsTest, MatMulsEqualsSeparateMatMuls) {
+  const int64_t cols = 37;
+  const StoredMatrix a = MakeMatrix(DType::kBF16, 23, cols, 11);
+  const StoredMatrix b = MakeMatrix(DType::kBF16, 6, cols, 12);
+  const StoredMatrix c = MakeMatrix(DType::kF32, 9, cols, 13);
+  const auto bias = RandomFloats(9, 14);
+  for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+    for (int64_t rows : {1, 3, 5, 17}) {
+      const auto x = RandomFloats(rows * cols, 15 + static_cast<uint32_t>(rows));
+      ThreadPool one(1);
+      std::vector<float> want_a(rows * 23), want_b(rows * 6), want_c(rows * 9);
+      MatMul(one, x.data(), rows, a.view, nullptr, want_a.data(), &kernel);
+      MatMul(one, x.data(), rows, b.view, nullptr, want_b.data(), &kernel);
+      MatMul(one, x.data(), rows, c.view, bias.data(), want_c.data(), &kernel);
+      for (int threads : {1, 2, 3, 8}) {
+        ThreadPool pool(threads);
+        std::vector<float> got_a(rows * 23, NAN), got_b(rows * 6, NAN), got_c(rows * 9, NAN);
+        const MatMulTarget targets[] = {{&a.view, nullptr, got_a.data()},
+                                        {&b.view, nullptr, got_b.data()},
+                                        {&c.view, bias.data(), got_c.data()}};
+        MatMuls(pool, x.data(), rows, targets, &kernel);
+        const std::string where = std::string(kernel.name) + ", " + std::to_string(threads) +
+                                  " threads, " + std::to_string(rows) + " rows";
+        EXPECT_EQ(std::memcmp(got_a.data(), want_a.data(), got_a.size() * 4), 0) << where;
+        EXPECT_EQ(std::memcmp(got_b.data(), want_b.data(), got_b.size() * 4), 0) << where;
+        EXPECT_EQ(std::memcmp(got_c.data(), want_c.data(), got_c.size() * 4), 0) << where;
       }
     }
   }
