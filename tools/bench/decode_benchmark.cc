@@ -4,7 +4,8 @@
 //   decode_benchmark --model DIR [--prompt-len 16] [--steps 32] [--threads 0]
 //
 // Decode is memory bound: each step reads every weight once (the tied embedding once, as the LM
-// head). The roofline is bandwidth / bytes-per-step; the report gives tokens/s and its fraction.
+// head) and the KV cache of every position before it. The roofline is bandwidth / bytes-per-step;
+// the report gives tokens/s and its fraction.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -106,14 +107,27 @@ int Run(int argc, char** argv) {
   std::sort(step_seconds.begin(), step_seconds.end());
   const double median = step_seconds[step_seconds.size() / 2];
   const double tokens_per_s = 1.0 / median;
-  const double roofline = bw_all / static_cast<double>(weight_bytes);
+  // Bytes one step reads: every weight once, plus the float32 K and V of every position each
+  // layer sees (at the median step's position; sliding layers see at most their window).
+  const int64_t median_position = *prompt_len + *steps / 2;
+  double kv_bytes = 0;
+  for (engine::LayerType type : config.layer_types) {
+    const int64_t seen = type == engine::LayerType::kSlidingAttention
+                             ? std::min<int64_t>(median_position + 1, config.sliding_window)
+                             : median_position + 1;
+    kv_bytes +=
+        2.0 * 4.0 * static_cast<double>(seen * config.num_key_value_heads * config.head_dim);
+  }
+  const double step_bytes = static_cast<double>(weight_bytes) + kv_bytes;
+  const double roofline = bw_all / step_bytes;
   std::cout << absl::StrFormat("prefill: %lld tokens in %.3f s (%.1f tokens/s)\n",
                                static_cast<long long>(*prompt_len), prefill_s,
                                *prompt_len / prefill_s);
   std::cout << absl::StrFormat(
-      "decode: %lld steps, median %.1f ms/token = %.2f tokens/s; effective weight bandwidth "
-      "%.1f GB/s\n",
-      static_cast<long long>(*steps), median * 1e3, tokens_per_s, weight_bytes / median / 1e9);
+      "decode: %lld steps, median %.1f ms/token = %.2f tokens/s; %.1f MB of KV cache read per "
+      "step; effective bandwidth %.1f GB/s\n",
+      static_cast<long long>(*steps), median * 1e3, tokens_per_s, kv_bytes / 1e6,
+      step_bytes / median / 1e9);
   std::cout << absl::StrFormat(
       "roofline at %.1f GB/s: %.2f tokens/s; achieved %.0f%% of the roofline\n", bw_all / 1e9,
       roofline, 100.0 * tokens_per_s / roofline);

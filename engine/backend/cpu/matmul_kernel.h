@@ -1,4 +1,5 @@
-// The inner loops of MatMul (kernels.h), built once per instruction set and chosen at run time.
+// The inner loops of MatMul (kernels.h) and of paged attention (paged_attention.h), built once per
+// instruction set and chosen at run time.
 //
 // matmul_kernel_impl.h holds one portable template written with GCC/Clang generic vectors; it is
 // compiled three times: for the x86-64 baseline (SSE2, 4 float lanes), for AVX2+FMA (8 lanes) and
@@ -43,10 +44,36 @@ inline constexpr int64_t kMatMulWeightTile = 4;
 using MatMulTilesFn = void (*)(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end,
                                int64_t row_begin, int64_t row_end);
 
+// One query head's attention over one layer of the paged KV cache (paged_attention.h): the two
+// loops over positions, q.K and the weighted sum of V. K and V are laid out
+// [block][block_size][kv_heads][head_dim] in `kv_dtype`; position p lives in block
+// block_table[p / block_size] at offset p % block_size.
+struct AttentionProblem {
+  const float* q = nullptr;  // [head_dim]
+  DType kv_dtype = DType::kF32;
+  const std::byte* keys = nullptr;
+  const std::byte* values = nullptr;
+  const int32_t* block_table = nullptr;
+  int32_t block_size = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t kv_head = 0;
+  int64_t lo = 0;  // positions [lo, hi]
+  int64_t hi = 0;
+};
+
+// scores[p - lo] = q . K[p] for p in [lo, hi]; each one summed by the recipe above (lanes over
+// the head dimension, then halving), independently of the others.
+using AttentionScoresFn = void (*)(const AttentionProblem& a, float* scores);
+// out[d] = sum of weights[p - lo] * V[p][d] over p = lo, lo + 1, ..., hi, in that order.
+using AttentionValuesFn = void (*)(const AttentionProblem& a, const float* weights, float* out);
+
 struct MatMulKernel {
   const char* name;  // "baseline", "avx2", "avx512"
   int lanes;         // float lanes of one accumulator
   MatMulTilesFn tiles;
+  AttentionScoresFn attention_scores;
+  AttentionValuesFn attention_values;
 };
 
 // The kernels this CPU can run, narrowest first (always at least "baseline").

@@ -284,7 +284,110 @@ void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64
   }
 }
 
+// Where position p's vector for the problem's kv head starts.
+inline const std::byte* SlotOf(const AttentionProblem& a, const std::byte* base, int64_t p) {
+  const int64_t slot =
+      ((static_cast<int64_t>(a.block_table[p / a.block_size]) * a.block_size + p % a.block_size) *
+           a.kv_heads +
+       a.kv_head) *
+      a.head_dim;
+  return base + slot * (a.kv_dtype == DType::kF32 ? 4 : 2);
+}
+
+// Up to kLanes elements [begin, begin + count) of a stored vector, zero-padded and widened.
+template <DType D>
+inline VF LoadPadded(const std::byte* row, int64_t begin, int64_t count) {
+  std::byte padded[kLanes * 4] = {};
+  std::memcpy(padded, row + begin * kElementBytes<D>, count * kElementBytes<D>);
+  return LoadWeights<D>(padded, 0);
+}
+
+// Scores of G consecutive positions from p0: G independent chains, so the multiply-adds of
+// neighbouring positions overlap; each position's sum is the same as alone.
+template <DType D, int G>
+inline void ScoreGroup(const AttentionProblem& a, int64_t p0, VF q_tail, float* scores) {
+  const int64_t n = a.head_dim;
+  const int64_t main = n - n % kLanes;
+  const std::byte* k[G];
+  for (int j = 0; j < G; ++j) k[j] = SlotOf(a, a.keys, p0 + j);
+  VF acc[G] = {};
+  for (int64_t i = 0; i < main; i += kLanes) {
+    const VF qv = LoadFloats(a.q + i);
+    for (int j = 0; j < G; ++j) acc[j] += qv * LoadWeights<D>(k[j], i);
+  }
+  if (main < n) {
+    for (int j = 0; j < G; ++j) acc[j] += q_tail * LoadPadded<D>(k[j], main, n - main);
+  }
+  for (int j = 0; j < G; ++j) scores[p0 + j - a.lo] = Reduce(acc[j]);
+}
+
+template <DType D>
+void ScoresOf(const AttentionProblem& a, float* scores) {
+  const int64_t n = a.head_dim;
+  const int64_t main = n - n % kLanes;
+  float q_tail[kLanes] = {};
+  std::memcpy(q_tail, a.q + main, (n - main) * sizeof(float));
+  const VF qt = LoadFloats(q_tail);
+  constexpr int kGroup = 4;
+  int64_t p = a.lo;
+  for (; p + kGroup - 1 <= a.hi; p += kGroup) ScoreGroup<D, kGroup>(a, p, qt, scores);
+  for (; p <= a.hi; ++p) ScoreGroup<D, 1>(a, p, qt, scores);
+}
+
+// out[d0, d0 + C * kLanes) over every position, the C output vectors held in registers.
+template <DType D, int C>
+inline void ValuePass(const AttentionProblem& a, const float* weights, int64_t d0, float* out) {
+  VF acc[C] = {};
+  for (int64_t p = a.lo; p <= a.hi; ++p) {
+    const VF w = VF{} + weights[p - a.lo];
+    const std::byte* v = SlotOf(a, a.values, p);
+    for (int c = 0; c < C; ++c) acc[c] += w * LoadWeights<D>(v, d0 + c * kLanes);
+  }
+  std::memcpy(out + d0, acc, sizeof(acc));
+}
+
+template <DType D>
+void ValuesOf(const AttentionProblem& a, const float* weights, float* out) {
+  const int64_t n = a.head_dim;
+  const int64_t main = n - n % kLanes;
+  constexpr int kVectors = 8;
+  int64_t d = 0;
+  for (; d + kVectors * kLanes <= main; d += kVectors * kLanes) {
+    ValuePass<D, kVectors>(a, weights, d, out);
+  }
+  for (; d < main; d += kLanes) ValuePass<D, 1>(a, weights, d, out);
+  if (main < n) {
+    VF acc = {};
+    for (int64_t p = a.lo; p <= a.hi; ++p) {
+      acc += (VF{} + weights[p - a.lo]) * LoadPadded<D>(SlotOf(a, a.values, p), main, n - main);
+    }
+    std::memcpy(out + main, &acc, (n - main) * sizeof(float));
+  }
+}
+
 }  // namespace
+
+void AttentionScores(const AttentionProblem& a, float* scores) {
+  switch (a.kv_dtype) {
+    case DType::kF32:
+      return ScoresOf<DType::kF32>(a, scores);
+    case DType::kBF16:
+      return ScoresOf<DType::kBF16>(a, scores);
+    case DType::kF16:
+      return ScoresOf<DType::kF16>(a, scores);
+  }
+}
+
+void AttentionValues(const AttentionProblem& a, const float* weights, float* out) {
+  switch (a.kv_dtype) {
+    case DType::kF32:
+      return ValuesOf<DType::kF32>(a, weights, out);
+    case DType::kBF16:
+      return ValuesOf<DType::kBF16>(a, weights, out);
+    case DType::kF16:
+      return ValuesOf<DType::kF16>(a, weights, out);
+  }
+}
 
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end) {

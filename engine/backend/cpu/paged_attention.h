@@ -10,6 +10,7 @@
 #include <span>
 
 #include "engine/backend/cpu/kv_cache.h"
+#include "engine/backend/cpu/matmul_kernel.h"
 
 namespace vg::engine::cpu {
 
@@ -31,9 +32,11 @@ inline int64_t FirstVisiblePosition(int64_t position, int64_t window) {
 // block block_table[p / block_size] at offset p % block_size, head `kv_head`. `scores` is caller
 // scratch of at least hi - lo + 1 floats. Preconditions (checked by the caller's plan
 // validation): 0 <= lo <= hi, block_table covers hi, its ids are within the cache.
+// The two loops over positions run in `kernel`'s instruction set (null: SelectedMatMulKernel());
+// the soft-cap uses Tanh (kernels.h) and the softmax std::exp, in float32.
 void AttendHead(const float* q, const LayerKv& kv, std::span<const int32_t> block_table,
                 int64_t kv_head, int64_t lo, int64_t hi, const AttentionParams& params,
-                float* scores, float* out);
+                float* scores, float* out, const MatMulKernel* kernel = nullptr);
 
 }  // namespace vg::engine::cpu
 
