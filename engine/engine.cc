@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cpu/kv_cache.h"
 #include "engine/kv/kv_cache_manager.h"
 #include "engine/model/checkpoint.h"
 #include "engine/sampling/sampler.h"
@@ -444,6 +445,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateForTest(const EngineOption
   return std::unique_ptr<Engine>(*std::move(engine));
 }
 
+absl::StatusOr<DType> ParseKvCacheDType(std::string_view name) {
+  if (name == "float32" || name == "auto") return DType::kF32;
+  if (name == "bfloat16") return DType::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv-cache-dtype must be float32 or bfloat16, not '", std::string(name), "'"));
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   auto checkpoint = Checkpoint::Open(options.model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
@@ -458,9 +466,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
 
   // The KV pool: an explicit block count, else a byte budget, else room for max_num_seqs full
-  // contexts. The CPU backend keeps K and V in float32.
-  const int64_t block_bytes = int64_t{2} * config.num_hidden_layers * options.block_size *
-                              config.num_key_value_heads * config.head_dim * 4;
+  // contexts, K and V in options.kv_cache_dtype.
+  if (options.kv_cache_dtype != DType::kF32 && options.kv_cache_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("kv_cache_dtype must be float32 or bfloat16");
+  }
+  const int64_t block_bytes =
+      options.block_size * cpu::KvCache::BytesPerPosition(config.num_hidden_layers,
+                                                          config.num_key_value_heads,
+                                                          config.head_dim, options.kv_cache_dtype);
   int64_t blocks = options.num_kv_blocks;
   if (blocks <= 0 && options.kv_cache_bytes > 0) blocks = options.kv_cache_bytes / block_bytes;
   if (blocks <= 0) {
@@ -475,6 +488,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                       .num_threads = options.num_threads,
                                                       .block_size = options.block_size,
                                                       .num_blocks = static_cast<int32_t>(blocks),
+                                                      .kv_cache_dtype = options.kv_cache_dtype,
                                                   });
   if (!backend.ok()) return backend.status();
   auto engine = MakeEngine(options, config, backend->get(), tokenizer->get());

@@ -15,11 +15,13 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/clock.h"
 #include "engine/model/config.h"
+#include "engine/model/dtype.h"
 #include "engine/request.h"
 
 namespace vg::engine {
@@ -43,14 +45,19 @@ class StepObserver {
   virtual void OnStep(const StepInfo& step) = 0;
 };
 
+// The --kv-cache-dtype values: "float32" (also "auto", the default: exact) and "bfloat16" (half
+// the KV memory and the bytes attention reads). INVALID_ARGUMENT names the accepted values.
+absl::StatusOr<DType> ParseKvCacheDType(std::string_view name);
+
 struct EngineOptions {
-  std::filesystem::path model_dir;   // a checkpoint directory (resolve ids with ResolveModelPath)
-  int num_threads = 0;               // CPU backend compute threads; 0 = all cores
-  int32_t block_size = 16;           // KV positions per block
-  int64_t kv_cache_bytes = 0;        // KV pool budget; 0 = room for max_num_seqs full contexts
-  int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0 (tests)
-  int32_t max_num_seqs = 16;         // sequences per step
-  int32_t max_batched_tokens = 512;  // tokens per step (prefill chunks + decodes)
+  std::filesystem::path model_dir;     // a checkpoint directory (resolve ids with ResolveModelPath)
+  int num_threads = 0;                 // CPU backend compute threads; 0 = all cores
+  int32_t block_size = 16;             // KV positions per block
+  int64_t kv_cache_bytes = 0;          // KV pool budget; 0 = room for max_num_seqs full contexts
+  DType kv_cache_dtype = DType::kF32;  // kF32 (exact) or kBF16 (half the KV memory)
+  int32_t num_kv_blocks = 0;           // overrides kv_cache_bytes when > 0 (tests)
+  int32_t max_num_seqs = 16;           // sequences per step
+  int32_t max_batched_tokens = 512;    // tokens per step (prefill chunks + decodes)
   int32_t max_waiting =
       256;  // live requests beyond max_num_seqs; past it Submit is RESOURCE_EXHAUSTED
   bool enable_prefix_caching = true;

@@ -46,12 +46,12 @@ class TimingSink : public engine::TokenSink {
 };
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {
-      {"model"}, {"streams"}, {"prompt-len"}, {"new-tokens"}, {"threads"}};
+  static constexpr engine::FlagSpec kFlags[] = {{"model"},      {"streams"}, {"prompt-len"},
+                                                {"new-tokens"}, {"threads"}, {"kv-cache-dtype"}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok() || !cl->Has("model")) {
     std::cerr << "usage: batch_benchmark --model DIR [--streams 1,4,8,16] [--prompt-len N] "
-                 "[--new-tokens N] [--threads N]\n";
+                 "[--new-tokens N] [--threads N] [--kv-cache-dtype float32|bfloat16]\n";
     return 2;
   }
   auto streams = cl->Has("streams") ? cl->GetIntList("streams")
@@ -65,7 +65,13 @@ int Run(int argc, char** argv) {
   }
   const int32_t max_streams = *std::max_element(streams->begin(), streams->end());
   const int64_t per_seq = *prompt_len + *new_tokens;
+  auto kv_dtype = engine::ParseKvCacheDType(cl->GetString("kv-cache-dtype").value_or("float32"));
+  if (!kv_dtype.ok()) {
+    std::cerr << "batch_benchmark: " << kv_dtype.status().message() << "\n";
+    return 2;
+  }
   engine::EngineOptions options;
+  options.kv_cache_dtype = *kv_dtype;
   options.model_dir = *cl->GetString("model");
   options.num_threads = static_cast<int>(*threads);
   options.max_num_seqs = max_streams;

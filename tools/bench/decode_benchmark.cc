@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
 #include "engine/kv/block_pool.h"
 #include "engine/model/checkpoint.h"
 #include "engine/runner/command_line.h"
@@ -29,10 +30,12 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {{"model"}, {"prompt-len"}, {"steps"}, {"threads"}};
+  static constexpr engine::FlagSpec kFlags[] = {
+      {"model"}, {"prompt-len"}, {"steps"}, {"threads"}, {"kv-cache-dtype"}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok() || !cl->Has("model")) {
-    std::cerr << "usage: decode_benchmark --model DIR [--prompt-len N] [--steps N] [--threads N]\n";
+    std::cerr << "usage: decode_benchmark --model DIR [--prompt-len N] [--steps N] [--threads N] "
+                 "[--kv-cache-dtype float32|bfloat16]\n";
     return 2;
   }
   auto prompt_len = cl->GetInt("prompt-len", 16, 1, 1 << 20);
@@ -55,7 +58,13 @@ int Run(int argc, char** argv) {
     std::cerr << "decode_benchmark: prompt-len + steps exceeds the context\n";
     return 2;
   }
-  auto backend = engine::CpuBackend::Create(**checkpoint, {.num_threads = threads});
+  auto kv_dtype = engine::ParseKvCacheDType(cl->GetString("kv-cache-dtype").value_or("float32"));
+  if (!kv_dtype.ok()) {
+    std::cerr << "decode_benchmark: " << kv_dtype.status().message() << "\n";
+    return 2;
+  }
+  auto backend = engine::CpuBackend::Create(**checkpoint,
+                                            {.num_threads = threads, .kv_cache_dtype = *kv_dtype});
   if (!backend.ok()) {
     std::cerr << "decode_benchmark: " << backend.status().message() << "\n";
     return 1;
@@ -107,16 +116,16 @@ int Run(int argc, char** argv) {
   std::sort(step_seconds.begin(), step_seconds.end());
   const double median = step_seconds[step_seconds.size() / 2];
   const double tokens_per_s = 1.0 / median;
-  // Bytes one step reads: every weight once, plus the float32 K and V of every position each
-  // layer sees (at the median step's position; sliding layers see at most their window).
+  // Bytes one step reads: every weight once, plus K and V (float32 or bfloat16) of every position
+  // each layer sees (at the median step's position; sliding layers see at most their window).
   const int64_t median_position = *prompt_len + *steps / 2;
   double kv_bytes = 0;
   for (engine::LayerType type : config.layer_types) {
     const int64_t seen = type == engine::LayerType::kSlidingAttention
                              ? std::min<int64_t>(median_position + 1, config.sliding_window)
                              : median_position + 1;
-    kv_bytes +=
-        2.0 * 4.0 * static_cast<double>(seen * config.num_key_value_heads * config.head_dim);
+    kv_bytes += 2.0 * (*kv_dtype == engine::DType::kF32 ? 4.0 : 2.0) *
+                static_cast<double>(seen * config.num_key_value_heads * config.head_dim);
   }
   const double step_bytes = static_cast<double>(weight_bytes) + kv_bytes;
   const double roofline = bw_all / step_bytes;

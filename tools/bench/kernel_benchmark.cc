@@ -101,6 +101,8 @@ BENCHMARK(BM_MatMulBf16)
     ->ArgNames({"rows", "out", "huge", "threads"})
     ->ArgsProduct({{1, 4, 16}, {kIntermediate, kHidden}, {0, 1}, {0}})
     ->Args({1, kIntermediate, 1, 1})
+    ->Args({16, kIntermediate, 1, 1})
+    ->Args({64, kIntermediate, 1, 1})
     ->UseRealTime();
 
 void BM_ReadBandwidth(benchmark::State& state) {

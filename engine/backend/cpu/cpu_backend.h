@@ -1,7 +1,8 @@
 // CpuBackend: the VaultGemma forward pass on CPU threads.
 //
-// float32 arithmetic over weights kept in their stored dtype (BF16, F16 or F32) inside the
-// checkpoint's mmap: no float32 copy of the weights is ever made. The KV cache is paged: per layer,
+// float32 arithmetic over weights kept in their stored dtype (BF16, F16 or F32) in the
+// checkpoint's memory (safetensors.h: the file read into huge pages): no float32 copy of the
+// weights is ever made. The KV cache is paged: per layer,
 // `num_blocks` blocks of `block_size` positions x num_key_value_heads x head_dim, for K and for V;
 // a sequence's block table maps its positions to blocks. Each Forward reads every weight once for
 // the whole batch (matrix products over all new tokens at once), so batching amortises the weights.
@@ -27,6 +28,8 @@ struct CpuBackendOptions {
   int num_threads = 0;      // 0 = one per hardware thread
   int32_t block_size = 16;  // positions per KV block
   int32_t num_blocks = 0;   // 0 = enough for one sequence of the full context
+  // KV cache elements: kF32 (exact) or kBF16 (half the memory; kv_cache.h).
+  DType kv_cache_dtype = DType::kF32;
 };
 
 class CpuBackend final : public Backend {

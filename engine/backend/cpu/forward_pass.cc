@@ -150,6 +150,7 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const ModelConf
   }
   shape.kv_heads = c.num_key_value_heads;
   shape.head_dim = c.head_dim;
+  shape.dtype = options.kv_cache_dtype;
   absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(shape);
   if (!cache.ok()) return cache.status();
   pass->cache_ = std::move(*cache);
@@ -281,10 +282,7 @@ void ForwardPass::Attend(int64_t index, const BatchPlan& plan) {
       ApplyRope(q, heads, half, &rope_cos_[r * half], &rope_sin_[r * half]);
       ApplyRope(k, kv_heads, half, &rope_cos_[r * half], &rope_sin_[r * half]);
       const int32_t block = plan.entries[row.entry].block_table[row.position / block_size];
-      const int64_t offset = row.position % block_size;
-      std::copy(k, k + kv_heads * head_dim, cache_->KeySlot(index, block, offset));
-      std::copy(&v_[r * kv_heads * head_dim], &v_[(r + 1) * kv_heads * head_dim],
-                cache_->ValueSlot(index, block, offset));
+      cache_->Write(index, block, row.position % block_size, k, &v_[r * kv_heads * head_dim]);
     }
   });
 

@@ -219,7 +219,10 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
   }
   const float* x[kRowsPerPass];
   for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
-  VF acc[kRowsPerPass][kTile] = {};
+  VF acc[kRowsPerPass][kTile];
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < kTile; ++j) acc[r][j] = VF{};
+  }
   const int64_t main = n - n % kLanes;
   // Weights are read once, straight from memory: each load is preceded by a prefetch of the same
   // column of the next tile (the rows that follow in memory) into L2, so the memory reads overlap

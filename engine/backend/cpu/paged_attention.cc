@@ -12,9 +12,9 @@ void AttendHead(const float* q, const LayerKv& kv, std::span<const int32_t> bloc
   const MatMulKernel& k = kernel != nullptr ? *kernel : SelectedMatMulKernel();
   AttentionProblem a;
   a.q = q;
-  a.kv_dtype = DType::kF32;
-  a.keys = reinterpret_cast<const std::byte*>(kv.keys);
-  a.values = reinterpret_cast<const std::byte*>(kv.values);
+  a.kv_dtype = kv.dtype;
+  a.keys = kv.keys;
+  a.values = kv.values;
   a.block_table = block_table.data();
   a.block_size = kv.block_size;
   a.kv_heads = kv.kv_heads;

@@ -21,11 +21,13 @@ using ::vg::engine::testing::TinyModel;
 using ::vg::engine::testing::TinyModelSpec;
 
 std::unique_ptr<ForwardPass> MakePass(const TinyModel& model, int32_t block_size = 4,
-                                      int threads = 2, int32_t num_blocks = 0) {
+                                      int threads = 2, int32_t num_blocks = 0,
+                                      DType kv_dtype = DType::kF32) {
   CpuBackendOptions options;
   options.block_size = block_size;
   options.num_threads = threads;
   options.num_blocks = num_blocks;
+  options.kv_cache_dtype = kv_dtype;
   auto pass = ForwardPass::Create(model.config(), model.Views(), options);
   EXPECT_TRUE(pass.ok()) << pass.status();
   return pass.ok() ? std::move(*pass) : nullptr;
@@ -160,7 +162,45 @@ TEST(CpuBackendForwardPassTest, PrefillChunkedPrefillAndDecodeAgree) {
   }
 }
 
+void ExpectBatchInvariant(DType kv_dtype);
+
+// A BF16 KV cache rounds every K and V element once (relative error 2^-9): the logits stay within
+// 1e-2 of the double-precision reference (relative to the row's scale), and differ from the
+// float32 cache's (so the BF16 path is the one that ran).
+TEST(CpuBackendForwardPassTest, Bf16KvCacheStaysCloseToReference) {
+  TinyModelSpec spec;
+  TinyModel model(spec);
+  const int64_t prompt_len = 14;
+  const std::vector<int32_t> tokens = RandomTokens(prompt_len, spec.vocab_size, 77);
+  auto f32 = MakePass(model, 4, 2, 0, DType::kF32);
+  auto bf16 = MakePass(model, 4, 2, 0, DType::kBF16);
+  ASSERT_NE(bf16, nullptr);
+  const std::vector<int32_t> table = ShuffledTable(bf16->num_blocks(), prompt_len, 4, 5);
+  BatchPlan plan;
+  plan.entries.push_back(BatchEntry{7, tokens, 0, table, LogitsMode::kAll});
+  Logits exact, rounded;
+  ASSERT_TRUE(f32->Forward(plan, &exact).ok());
+  ASSERT_TRUE(bf16->Forward(plan, &rounded).ok());
+  const auto want = model.ReferenceLogits(tokens);
+  double largest_difference = 0.0;
+  for (int64_t p = 0; p < prompt_len; ++p) {
+    EXPECT_LT(RowError(rounded.Row(p), want[p]), 1e-2) << "position " << p;
+    for (int64_t v = 0; v < spec.vocab_size; ++v) {
+      largest_difference = std::max(
+          largest_difference, static_cast<double>(std::fabs(rounded.Row(p)[v] - exact.Row(p)[v])));
+    }
+  }
+  EXPECT_GT(largest_difference, 0.0);
+}
+
 TEST(CpuBackendForwardPassTest, BatchInvariantBitIdenticalAloneOrBatched) {
+  for (DType kv_dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(kv_dtype));
+    ExpectBatchInvariant(kv_dtype);
+  }
+}
+
+void ExpectBatchInvariant(DType kv_dtype) {
   TinyModelSpec spec;
   TinyModel model(spec);
   const auto a = RandomTokens(9, spec.vocab_size, 1);
@@ -168,13 +208,13 @@ TEST(CpuBackendForwardPassTest, BatchInvariantBitIdenticalAloneOrBatched) {
   const std::vector<int32_t> table_a = {5, 1, 8};
   const std::vector<int32_t> table_b = {0, 3};
 
-  auto alone_pass = MakePass(model, 4, 1, 10);
+  auto alone_pass = MakePass(model, 4, 1, 10, kv_dtype);
   BatchPlan alone;
   alone.entries.push_back(BatchEntry{1, a, 0, table_a, LogitsMode::kAll});
   Logits alone_logits;
   ASSERT_TRUE(alone_pass->Forward(alone, &alone_logits).ok());
 
-  auto batched_pass = MakePass(model, 4, 3, 10);
+  auto batched_pass = MakePass(model, 4, 3, 10, kv_dtype);
   BatchPlan batched;
   batched.entries.push_back(BatchEntry{2, b, 0, table_b, LogitsMode::kLast});
   batched.entries.push_back(BatchEntry{1, a, 0, table_a, LogitsMode::kAll});

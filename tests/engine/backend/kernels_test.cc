@@ -320,17 +320,24 @@ TEST(CpuBackendKernelsTest, TanhIsWithinItsStatedErrorEverywhere) {
 TEST(CpuBackendKernelsTest, AttendHeadMatchesReference) {
   const int64_t positions = 23, kv_heads = 2;
   const std::vector<int32_t> table = {4, 0, 7, 5, 2, 6, 1, 3};  // 8 blocks of 3 hold 0..23
-  for (int64_t head_dim : {5, 37, 256}) {
-    KvCacheShape shape{1, 8, 3, kv_heads, head_dim};
+  for (auto [head_dim, dtype] : {std::pair<int64_t, DType>{5, DType::kF32},
+                                 {37, DType::kF32},
+                                 {256, DType::kF32},
+                                 {37, DType::kBF16},
+                                 {256, DType::kBF16}}) {
+    KvCacheShape shape{1, 8, 3, kv_heads, head_dim, dtype};
     auto cache = KvCache::Create(shape);
     ASSERT_TRUE(cache.ok());
-    const auto keys = RandomFloats(positions * kv_heads * head_dim, 50, 2.0f);
-    const auto values = RandomFloats(positions * kv_heads * head_dim, 51);
+    auto keys = RandomFloats(positions * kv_heads * head_dim, 50, 2.0f);
+    auto values = RandomFloats(positions * kv_heads * head_dim, 51);
     for (int64_t p = 0; p < positions; ++p) {
-      std::memcpy((*cache)->KeySlot(0, table[p / 3], p % 3), &keys[p * kv_heads * head_dim],
-                  kv_heads * head_dim * sizeof(float));
-      std::memcpy((*cache)->ValueSlot(0, table[p / 3], p % 3), &values[p * kv_heads * head_dim],
-                  kv_heads * head_dim * sizeof(float));
+      (*cache)->Write(0, table[p / 3], p % 3, &keys[p * kv_heads * head_dim],
+                      &values[p * kv_heads * head_dim]);
+    }
+    if (dtype == DType::kBF16) {
+      // The reference sees what the cache holds: each element rounded to nearest even once.
+      for (float& k : keys) k = BF16ToFloat(FloatToBF16(k));
+      for (float& v : values) v = BF16ToFloat(FloatToBF16(v));
     }
     const auto q = RandomFloats(head_dim, 52, 2.0f);
     const float scaling = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -362,8 +369,8 @@ TEST(CpuBackendKernelsTest, AttendHeadMatchesReference) {
                 want += w[p - lo] / sum * values[(p * kv_heads + kv_head) * head_dim + d];
               }
               ASSERT_NEAR(out[d], want, 2e-6)
-                  << kernel.name << " head_dim " << head_dim << " " << lo << ".." << hi << " cap "
-                  << softcap << " kv head " << kv_head << " d " << d;
+                  << kernel.name << " head_dim " << head_dim << " " << DTypeName(dtype) << " " << lo
+                  << ".." << hi << " cap " << softcap << " kv head " << kv_head << " d " << d;
             }
           }
         }
