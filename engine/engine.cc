@@ -301,7 +301,9 @@ double EngineImpl::RunStep() {
   }
   Logits logits;
   StepInfo step;
+  const double forward_start = clock_.Now();
   absl::Status status = backend_->Forward(plan, &logits);
+  step.forward_seconds = clock_.Now() - forward_start;
   if (!status.ok()) {
     for (const ScheduledChunk& c : schedule.chunks) {
       TokenEvent event;

@@ -35,6 +35,7 @@ struct StepInfo {
   int32_t num_tokens = 0;     // tokens computed: prompt chunks plus one per decoding sequence
   int32_t num_prefill_sequences = 0;  // sequences whose chunk is (part of) their prompt
   double seconds = 0;                 // wall time of the step
+  double forward_seconds = 0;         // of which inside the backend's forward pass
 };
 
 // Told about every step that ran a batch (metrics: the batch-size histogram). Called on the engine

@@ -45,6 +45,28 @@ class TimingSink : public engine::TokenSink {
   std::vector<std::chrono::steady_clock::time_point> times_;  // one per token
 };
 
+// Records when each step ended and how long its forward pass took, to split a decode step's time
+// between the backend and everything around it (scheduling, sampling, detokenizing, streaming).
+class StepRecorder : public engine::StepObserver {
+ public:
+  void OnStep(const engine::StepInfo& step) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.push_back({std::chrono::steady_clock::now(), step.forward_seconds});
+  }
+  // Sum of forward seconds of the steps that ended in (start, end].
+  double ForwardSecondsIn(std::chrono::steady_clock::time_point start,
+                          std::chrono::steady_clock::time_point end) {
+    std::lock_guard<std::mutex> lock(mu_);
+    double sum = 0;
+    for (const auto& [at, forward] : steps_) sum += at > start && at <= end ? forward : 0;
+    return sum;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, double>> steps_;
+};
+
 int Run(int argc, char** argv) {
   static constexpr engine::FlagSpec kFlags[] = {{"model"},      {"streams"}, {"prompt-len"},
                                                 {"new-tokens"}, {"threads"}, {"kv-cache-dtype"}};
@@ -78,6 +100,8 @@ int Run(int argc, char** argv) {
   options.max_batched_tokens = std::max<int32_t>(512, max_streams);
   options.num_kv_blocks = static_cast<int32_t>(max_streams * ((per_seq + 15) / 16 + 1));
   options.enable_prefix_caching = false;  // every stream computes its own prompt
+  StepRecorder recorder;
+  options.step_observer = &recorder;
   auto engine = engine::Engine::Create(options);
   if (!engine.ok()) {
     std::cerr << "batch_benchmark: " << engine.status().message() << "\n";
@@ -90,6 +114,7 @@ int Run(int argc, char** argv) {
 
   const int64_t vocab = (*engine)->config().vocab_size;
   double single = 0;
+  double overhead = -1;
   int request_counter = 0;
   std::cout << "streams  decode tokens/s  per stream  ratio to 1 stream\n";
   for (int32_t n : *streams) {
@@ -127,8 +152,20 @@ int Run(int argc, char** argv) {
     if (single == 0) single = rate;
     std::cout << absl::StrFormat("%7d  %15.2f  %10.2f  %17.2fx\n", n, rate, rate / n,
                                  single > 0 ? rate / single : 0);
+    if (n == 1 && seconds > 0) {
+      // The token timestamps are taken in the sink (after sampling and detokenizing), so the
+      // window holds whole steps; what is not forward pass is the engine's overhead.
+      const double forward = recorder.ForwardSecondsIn(start, end);
+      overhead = 1.0 - forward / seconds;
+    }
   }
   (*engine)->Shutdown(true);
+  if (overhead >= 0) {
+    std::cout << absl::StrFormat(
+        "engine overhead at 1 stream: %.1f%% of a decode step outside the forward pass "
+        "(scheduling, sampling, detokenization, streaming)\n",
+        100.0 * overhead);
+  }
   return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "engine/model/checkpoint.h"
 #include "engine/runner/command_line.h"
 #include "tools/bench/bandwidth.h"
+#include "tools/bench/compute_peak.h"
 
 namespace vg::tools {
 namespace {
@@ -78,6 +79,9 @@ int Run(int argc, char** argv) {
   std::cout << absl::StrFormat(
       "memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n", bw_all / 1e9,
       threads, bw_one / 1e9);
+  const FloatPeak peak = MeasureFloatPeak(threads);
+  std::cout << absl::StrFormat("float32 multiply-add peak: %.1f GFLOP/s (%d threads, %s)\n",
+                               peak.flops_per_s / 1e9, threads, peak.isa);
 
   auto pool = engine::BlockPool::Create((*backend)->num_blocks());
   std::vector<int32_t> blocks;
@@ -129,9 +133,30 @@ int Run(int argc, char** argv) {
   }
   const double step_bytes = static_cast<double>(weight_bytes) + kv_bytes;
   const double roofline = bw_all / step_bytes;
-  std::cout << absl::StrFormat("prefill: %lld tokens in %.3f s (%.1f tokens/s)\n",
-                               static_cast<long long>(*prompt_len), prefill_s,
-                               *prompt_len / prefill_s);
+  // Prefill arithmetic: every matrix product of every layer for each prompt token, attention
+  // (q.K and the weighted V) over the positions each token sees, and the LM head for the last.
+  const double hidden = static_cast<double>(config.hidden_size);
+  const double q_width = static_cast<double>(config.num_attention_heads * config.head_dim);
+  const double kv_width = static_cast<double>(config.num_key_value_heads * config.head_dim);
+  const double layer_params = hidden * (2 * q_width + 2 * kv_width) +
+                              3 * hidden * static_cast<double>(config.intermediate_size);
+  const double n = static_cast<double>(*prompt_len);
+  double attended = 0;  // sum over layers and tokens of positions seen
+  for (engine::LayerType type : config.layer_types) {
+    for (int64_t t = 0; t < *prompt_len; ++t) {
+      attended += type == engine::LayerType::kSlidingAttention
+                      ? static_cast<double>(std::min<int64_t>(t + 1, config.sliding_window))
+                      : static_cast<double>(t + 1);
+    }
+  }
+  const double prefill_flops =
+      2 * layer_params * static_cast<double>(config.num_hidden_layers) * n +
+      4 * q_width * attended + 2 * hidden * static_cast<double>(config.vocab_size);
+  std::cout << absl::StrFormat(
+      "prefill: %lld tokens in %.3f s (%.1f tokens/s); %.1f GFLOP/s = %.0f%% of the float32 "
+      "peak\n",
+      static_cast<long long>(*prompt_len), prefill_s, *prompt_len / prefill_s,
+      prefill_flops / prefill_s / 1e9, 100.0 * prefill_flops / prefill_s / peak.flops_per_s);
   std::cout << absl::StrFormat(
       "decode: %lld steps, median %.1f ms/token = %.2f tokens/s; %.1f MB of KV cache read per "
       "step; effective bandwidth %.1f GB/s\n",

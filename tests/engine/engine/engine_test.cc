@@ -141,6 +141,8 @@ TEST(EngineTest, StepObserverSeesEveryBatch) {
     EXPECT_LE(step.num_tokens, 16);
     EXPECT_LE(step.num_prefill_sequences, step.num_sequences);
     EXPECT_GE(step.seconds, 0);
+    EXPECT_GE(step.forward_seconds, 0);
+    EXPECT_LE(step.forward_seconds, step.seconds);
     batched |= step.num_sequences > 1;
     tokens += step.num_tokens;
   }
