@@ -17,6 +17,14 @@ fi
 echo "== single-stream decode, 1B shape, BF16"
 "$build/bench/decode_benchmark" --model "$ckpt" --prompt-len 16 --steps 32
 
+echo "== prefill of a 512-token prompt against the float32 multiply-add peak"
+"$build/bench/decode_benchmark" --model "$ckpt" --prompt-len 512 --steps 4
+
+echo "== single-stream decode at context ~1024, KV cache in float32 and in bfloat16"
+"$build/bench/decode_benchmark" --model "$ckpt" --prompt-len 1000 --steps 16
+"$build/bench/decode_benchmark" --model "$ckpt" --prompt-len 1000 --steps 16 \
+  --kv-cache-dtype bfloat16
+
 echo "== continuous batching, 1B shape, BF16: aggregate decode tokens/s at 1-16 streams"
 "$build/bench/batch_benchmark" --model "$ckpt" --streams 1,4,8,16 --prompt-len 16 --new-tokens 32
 
