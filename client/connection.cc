@@ -24,7 +24,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
       }
     }
     target = "ipv4:" + absl::StrJoin(servers, ",");
-    args.SetLoadBalancingPolicyName("round_robin");
+    // Round robin over the servers whose health service says SERVING for the TextGeneration
+    // service (client-side health checking, gRFC A17): a server that is loading or draining drops
+    // out as soon as it says NOT_SERVING, instead of refusing calls until it closes the connection
+    // (and calls in flight when it closes can be lost, see server/server_main.cc). A server
+    // without the health service counts as healthy.
+    args.SetServiceConfigJSON(
+        R"({"loadBalancingConfig": [{"round_robin": {}}],)"
+        R"( "healthCheckConfig": {"serviceName": "vaultgemma.v1.TextGeneration"}})");
   }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.tls_ca_file.empty()) {

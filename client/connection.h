@@ -12,7 +12,8 @@
 namespace vg::client {
 
 struct ConnectionOptions {
-  // "host:port", "dns:///host:port", or several "ip:port" joined by commas (round-robin).
+  // "host:port", "dns:///host:port", or several "ip:port" joined by commas (round-robin over
+  // those whose gRPC health service reports the TextGeneration service SERVING).
   std::string server = "localhost:50051";
   std::string tls_ca_file;  // PEM roots; empty = plaintext
   std::string auth_token;   // sent as "authorization: Bearer ..." when not empty

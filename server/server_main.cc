@@ -22,6 +22,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/model/dtype.h"
 #include "engine/model/model_path.h"
@@ -58,7 +60,8 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
                            never any prompt or completion text
   --drain-timeout SECONDS  on SIGTERM/SIGINT, how long in-flight streams may run before they are
                            cancelled, default 30. While draining, health is NOT_SERVING and new
-                           Generate calls get UNAVAILABLE
+                           Generate calls get UNAVAILABLE; connections close once every call has
+                           sent its status, and not before 0.5 s after the signal
   --auth-token-file FILE   require "authorization: Bearer <token>" on TextGeneration calls, with
                            one accepted token per line (whitespace trimmed); others get
                            UNAUTHENTICATED. Health and reflection need no token
@@ -330,6 +333,7 @@ int Run(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
+  const absl::Time signalled = absl::Now();
   // Drain: health says NOT_SERVING and new Generate calls get UNAVAILABLE at once; the admitted
   // requests run to their end, but past --drain-timeout the rest are cancelled.
   health->SetServingStatus(kServiceName, false);
@@ -353,8 +357,28 @@ int Run(int argc, char** argv) {
     engine->Shutdown(/*drain=*/false);  // cancels what is left; returns once the loop ended
   }
   drain.join();
-  // Let the streams write their last messages, then close.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Close the connections only once no client can lose a call's end to the close. gRPC closes a
+  // connection as soon as its last stream has ended after Shutdown's GOAWAY, and Linux answers a
+  // close() with unread input (the client's WINDOW_UPDATEs for the last messages) with a RST that
+  // drops what the socket had not sent yet: the last messages and status of the streams that had
+  // just ended, which their client sees as UNAVAILABLE "Connection reset by peer". So:
+  //  - keep refusing (health NOT_SERVING, Generate UNAVAILABLE "server is draining", logged) for
+  //    at least kRefusalWindow after the signal: clients that watch health (vaultgemma-bench and
+  //    vaultgemma-cli with several addresses) stop sending here. A call that reaches gRPC after
+  //    Shutdown is cancelled by gRPC itself (CANCELLED) before the service sees it;
+  //  - then wait until every call has written its status: Shutdown's GOAWAY and PING follow them
+  //    on each connection, and gRPC closes it only once the client has acked that PING, that is,
+  //    has received everything before it.
+  // Both share the final 5 s (the deployment's terminationGracePeriodSeconds counts on it); past
+  // that, Shutdown cancels what is left.
+  constexpr absl::Duration kRefusalWindow = absl::Milliseconds(500);
+  absl::SleepFor(signalled + kRefusalWindow - absl::Now());
+  const auto final_deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  if (!service.WaitForNoCallsInFlight(absl::FromChrono(final_deadline))) {
+    std::cerr << "vaultgemma-server: closing with " << service.calls_in_flight()
+              << " calls still writing their status" << std::endl;
+  }
+  server->Shutdown(final_deadline);
   server->Wait();
   if (metrics != nullptr) metrics->AttachEngine(nullptr);
   engine.reset();

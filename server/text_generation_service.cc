@@ -18,6 +18,7 @@
 #include "engine/model/dtype.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/access_log.h"
+#include "server/in_flight_calls.h"
 #include "server/metrics.h"
 #include "server/request_conversion.h"
 #include "server/status_mapping.h"
@@ -111,11 +112,13 @@ class StreamSink final : public engine::TokenSink {
 
 class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
+  // `calls` has had Begin for this call; OnDone ends it.
   GenerateReactor(engine::Engine* engine, Metrics* metrics, AccessLog* access_log,
-                  grpc::CallbackServerContext* context, const pb::GenerateRequest& request,
-                  std::string request_id)
+                  InFlightCalls* calls, grpc::CallbackServerContext* context,
+                  const pb::GenerateRequest& request, std::string request_id)
       : engine_(engine),
         metrics_(metrics),
+        calls_(calls),
         state_(std::make_shared<StreamState>(metrics, access_log)),
         request_id_(request_id) {
     absl::Status valid_id = ValidateRequestId(request_id_);
@@ -215,7 +218,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     state_->Pump();
   }
 
-  // Every operation has completed, so final_status_ is the RPC's status.
+  // Every operation has completed, so final_status_ is the RPC's status, written to the connection.
   void OnDone() override {
     if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", final_status_.error_code());
     {
@@ -227,7 +230,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
       state_->record.e2e_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     }
+    InFlightCalls* const calls = calls_;
     delete this;
+    calls->End();
   }
 
  private:
@@ -239,6 +244,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   engine::Engine* const engine_;
   Metrics* const metrics_;  // optional
+  InFlightCalls* const calls_;
   const std::shared_ptr<StreamState> state_;
   const std::string request_id_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -273,11 +279,35 @@ grpc::Status LoadingStatus() {
 }
 
 // A Generate refused before it reaches the engine (unauthenticated, loading, draining): finishes
-// at once.
+// at once. `calls` has had Begin for this call; OnDone ends it.
 class RejectedGenerate final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
-  explicit RejectedGenerate(grpc::Status status) { Finish(std::move(status)); }
-  void OnDone() override { delete this; }
+  RejectedGenerate(InFlightCalls* calls, grpc::Status status) : calls_(calls) {
+    Finish(std::move(status));
+  }
+  void OnDone() override {
+    InFlightCalls* const calls = calls_;
+    delete this;
+    calls->End();
+  }
+
+ private:
+  InFlightCalls* const calls_;
+};
+
+// The reactor of a unary call (what CallbackServerContext::DefaultReactor gives, plus the end of
+// the call in `calls`, which has had Begin for it).
+class UnaryReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit UnaryReactor(InFlightCalls* calls) : calls_(calls) {}
+  void OnDone() override {
+    InFlightCalls* const calls = calls_;
+    delete this;
+    calls->End();
+  }
+
+ private:
+  InFlightCalls* const calls_;
 };
 
 }  // namespace
@@ -299,6 +329,7 @@ std::string TextGenerationService::NextRequestId() {
 grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
     grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
   const auto start = std::chrono::steady_clock::now();
+  calls_.Begin();  // ended by the reactor's OnDone
   engine::Engine* const engine = engine_.load(std::memory_order_acquire);
   grpc::Status rejected = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
   if (rejected.ok() && engine == nullptr) rejected = LoadingStatus();
@@ -310,18 +341,20 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
     const std::string& id = request->request_id();
     ObserveAndLog(*context, "Generate", start, rejected.error_code(),
                   ValidateRequestId(id).ok() ? id : std::string());
-    return new RejectedGenerate(std::move(rejected));
+    return new RejectedGenerate(&calls_, std::move(rejected));
   }
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
-  return new GenerateReactor(engine, metrics_, access_log_, context, *request, std::move(id));
+  return new GenerateReactor(engine, metrics_, access_log_, &calls_, context, *request,
+                             std::move(id));
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,
                                                           const pb::TokenizeRequest* request,
                                                           pb::TokenizeResponse* response) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_.Begin();  // ended by the reactor's OnDone
+  grpc::ServerUnaryReactor* reactor = new UnaryReactor(&calls_);
   engine::Engine* const engine = engine_.load(std::memory_order_acquire);
   grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
   if (denied.ok() && engine == nullptr) denied = LoadingStatus();
@@ -351,11 +384,12 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const pb::GetModelInfoRequest* request,
     pb::ModelInfo* response) {
   const auto start = std::chrono::steady_clock::now();
+  calls_.Begin();  // ended by the reactor's OnDone
+  grpc::ServerUnaryReactor* reactor = new UnaryReactor(&calls_);
   engine::Engine* const engine = engine_.load(std::memory_order_acquire);
   grpc::Status denied = authorizer_ ? authorizer_(*context) : grpc::Status::OK;
   if (denied.ok() && engine == nullptr) denied = LoadingStatus();
   if (!denied.ok()) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     FinishUnary(reactor, *context, "GetModelInfo", start, std::move(denied));
     return reactor;
   }
@@ -369,7 +403,6 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
   response->set_vocab_size(static_cast<uint32_t>(config.vocab_size));
   response->set_device(device_);
   response->set_server_version(kServerVersion);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   FinishUnary(reactor, *context, "GetModelInfo", start, grpc::Status::OK);
   return reactor;
 }

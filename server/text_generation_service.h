@@ -11,12 +11,13 @@
 // when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error;
 // the authorizer's (e.g. UNAUTHENTICATED) before any handler work; UNAVAILABLE "the model is still
 // loading" for every call until SetEngine; UNAVAILABLE "server is draining" for a Generate while
-// draining. Every call, refused or not, is counted and access-logged.
+// draining. Every call, refused or not, is counted and access-logged, and counted as in flight
+// until gRPC has finished it (WaitForNoCallsInFlight, for the shutdown).
 //
 // Thread-safety: all methods are called by gRPC on its threads; the service holds no mutable state
-// but the engine pointer (set once), an atomic id counter and the draining flag (SetAuthorizer
-// only before the server starts). The engine must outlive the server the service is registered
-// with.
+// but the engine pointer (set once), an atomic id counter, the draining flag and the in-flight
+// count (SetAuthorizer only before the server starts). The engine must outlive the server the
+// service is registered with.
 #ifndef VG_SERVER_TEXT_GENERATION_SERVICE_H_
 #define VG_SERVER_TEXT_GENERATION_SERVICE_H_
 
@@ -28,8 +29,10 @@
 #include <functional>
 #include <string>
 
+#include "absl/time/time.h"
 #include "engine/engine.h"
 #include "server/access_log.h"
+#include "server/in_flight_calls.h"
 #include "server/metrics.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
@@ -63,6 +66,12 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   void SetDraining(bool draining) { draining_.store(draining, std::memory_order_relaxed); }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
+  // Calls of this service whose handler has run and which gRPC has not finished yet (refused ones
+  // included): once it is zero, every call's final status has been written to its connection.
+  // WaitForNoCallsInFlight blocks until that is so (true) or `deadline` passes (false). Any thread.
+  int64_t calls_in_flight() const { return calls_.count(); }
+  bool WaitForNoCallsInFlight(absl::Time deadline) const { return calls_.WaitForNone(deadline); }
+
   grpc::ServerWriteReactor<vaultgemma::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
       const vaultgemma::v1::GenerateRequest* request) override;
@@ -95,6 +104,7 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   std::atomic<uint64_t> next_id_{1};
   Authorizer authorizer_;  // null: every call is admitted
   std::atomic<bool> draining_{false};
+  InFlightCalls calls_;
 };
 
 }  // namespace vg::server

@@ -185,7 +185,7 @@ json ResultsJson(const RunReport& r) {
 std::string RequestsCsv(const RunReport& r) {
   std::string out =
       "stage,load_kind,load_value,request_index,start_s,status,cancelled_at_end,prompt_tokens,"
-      "output_tokens,cached_prompt_tokens,ttft_s,tpot_s,e2e_s,itl_s,error\n";
+      "output_tokens,cached_prompt_tokens,ttft_s,tpot_s,e2e_s,itl_s,peer,error\n";
   for (const RequestRecord& rec : r.records) {
     const StageStats* st = rec.stage >= 0 && static_cast<size_t>(rec.stage) < r.stages.size()
                                ? &r.stages[rec.stage]
@@ -199,7 +199,8 @@ std::string RequestsCsv(const RunReport& r) {
                     rec.cancelled_at_end ? 1 : 0, ",", rec.prompt_tokens, ",", rec.output_tokens,
                     ",", rec.cached_prompt_tokens, ",", rec.ttft_s ? Seconds(*rec.ttft_s) : "", ",",
                     tpot ? Seconds(*tpot) : "", ",", Seconds(rec.e2e_s), ",",
-                    absl::StrJoin(gaps, ";"), ",", CsvField(rec.error), "\n");
+                    absl::StrJoin(gaps, ";"), ",", CsvField(rec.peer), ",", CsvField(rec.error),
+                    "\n");
   }
   return out;
 }

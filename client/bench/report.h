@@ -45,7 +45,7 @@ std::string FormatTable(const RunReport& report);
 nlohmann::json ResultsJson(const RunReport& report);
 
 // requests.csv: a header, then one row per record. Inter-token gaps are in one column, in
-// seconds, joined by ';'.
+// seconds, joined by ';'; `peer` is the server that had the call; `error` comes last.
 std::string RequestsCsv(const RunReport& report);
 
 // The charts as (file name, SVG text).

@@ -110,6 +110,7 @@ class LoadRunner::Call final : public grpc::ClientReadReactor<pb::GenerateRespon
     if (!has_usage_) record_.output_tokens = received_;
     record_.status = StatusCodeName(status.error_code());
     record_.error = status.error_message();
+    record_.peer = context_->peer();
     state_->Finish(std::move(record_), end);
     delete this;
   }

@@ -33,8 +33,10 @@ struct RequestRecord {
   uint32_t prompt_tokens = 0;  // usage, or the prompt_token_ids received
   uint32_t output_tokens = 0;  // usage, or the token ids received
   uint32_t cached_prompt_tokens = 0;
-  std::string status = "OK";      // gRPC status code name
-  std::string error;              // the status message, empty when OK
+  std::string status = "OK";  // gRPC status code name
+  std::string error;          // the status message, empty when OK
+  std::string peer;  // the server that had the call, as gRPC names it ("ipv4:10.0.0.7:50051");
+                     // empty when it never reached one
   bool cancelled_at_end = false;  // cancelled by the bench when its stage's --duration ran out
 
   bool completed() const { return status == "OK"; }

@@ -121,8 +121,15 @@ TEST_F(BenchEndToEndTest, SmokeRunWritesValidResultsCsvAndCharts) {
   const std::vector<std::string> csv = Lines(ReadFile(out_ / "requests.csv"));
   ASSERT_FALSE(csv.empty());
   EXPECT_EQ(csv[0].rfind("stage,load_kind,load_value,request_index,start_s,status,", 0), 0u);
+  EXPECT_EQ(csv[0].substr(csv[0].size() - 17), ",itl_s,peer,error");
   int64_t ok_rows = 0;
-  for (size_t i = 1; i < csv.size(); ++i) ok_rows += csv[i].find(",OK,") != std::string::npos;
+  for (size_t i = 1; i < csv.size(); ++i) {
+    if (csv[i].find(",OK,") == std::string::npos) continue;
+    ++ok_rows;
+    // The server that had the call, then an empty error.
+    EXPECT_EQ(csv[i].substr(csv[i].rfind(',', csv[i].size() - 2)), ",ipv4:" + server + ",")
+        << csv[i];
+  }
   EXPECT_EQ(ok_rows, completed);
   EXPECT_EQ(static_cast<int64_t>(csv.size()) - 1,
             completed + stage["failed"].get<int64_t>() + stage["cancelled_at_end"].get<int64_t>());

@@ -1,6 +1,7 @@
 // SIGTERM under load: vaultgemma-server stops taking work, lets the in-flight streams finish, and
 // exits 0. Separate processes all the way: the server, three vaultgemma-cli streams, and a scrape
-// of /metrics to know the streams are running before the signal.
+// of /metrics to know the streams are running before the signal; then vaultgemma-bench over two
+// servers while one drains, where no call may be lost.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -8,11 +9,16 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/runner/subprocess.h"
@@ -81,6 +87,126 @@ TEST(DrainTest, SigtermLetsInFlightStreamsFinishAndExitsZero) {
   }
   EXPECT_EQ(server.WaitForExit(60), 0) << server.stderr_text();
   fs::remove_all(model);
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A vaultgemma-server on the committed fixture with a JSON access log. Its stderr goes to `log`
+// (thousands of access-log lines would fill a pipe nobody reads during the run).
+struct LoggedServer {
+  LoggedServer(const fs::path& log_path, const std::vector<std::string>& flags) : log(log_path) {
+    std::vector<std::string> argv = {
+        "/bin/sh",
+        "-c",
+        "exec \"$0\" \"$@\" 2> \"$VG_TEST_LOG\"",
+        kBin + "vaultgemma-server",
+        "--model",
+        std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_mha_tied_sliding",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-metrics",
+        "--threads",
+        "1",
+        "--access-log",
+        "json"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    process = std::make_unique<server::testing::ServerProcess>(
+        argv, std::vector<std::string>{"VG_TEST_LOG=" + log.string()});
+    for (int i = 0; i < 600 && port == 0; ++i) {
+      port = PortFrom(ReadFile(log), "(port ");
+      if (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+  // Generate calls the access log records with `code`.
+  int Logged(const std::string& code) const {
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(ReadFile(log), '\n')) {
+      n += absl::StrContains(line, "\"method\":\"Generate\"") &&
+           absl::StrContains(line, "\"code\":\"" + code + "\"");
+    }
+    return n;
+  }
+
+  fs::path log;
+  std::unique_ptr<server::testing::ServerProcess> process;
+  int port = 0;
+};
+
+// What rolling out a replica does to a client that balances over several (vaultgemma-bench with
+// two addresses, as behind a headless Service): one server drains while the run goes on. No call
+// may be lost: each one completes, is refused by the draining server with UNAVAILABLE "server is
+// draining" (and logged as such), or is cancelled by the bench at the end of its run. Before the
+// clients watched health and the server kept refusing for a while before it closed its
+// connections, some calls reached gRPC's Shutdown and ended as CANCELLED, unseen by the service;
+// and a stream still writing its end when a connection closes can reach its client as UNAVAILABLE
+// "Connection reset by peer" (server_main.cc).
+TEST(DrainTest, BenchOverTwoServersLosesNoCallWhileOneDrains) {
+  const fs::path dir = fs::temp_directory_path() / ("vg_drain_bench_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  LoggedServer draining(dir / "draining.log", {"--drain-timeout", "20"});
+  LoggedServer staying(dir / "staying.log", {"--drain-timeout", "20"});
+  ASSERT_GT(draining.port, 0) << ReadFile(draining.log);
+  ASSERT_GT(staying.port, 0) << ReadFile(staying.log);
+
+  ProcessResult bench;
+  std::thread run([&] {
+    bench = RunProcess({kBin + "vaultgemma-bench", "--server",
+                        draining.address() + "," + staying.address(), "--concurrency", "8",
+                        "--duration", "4", "--input-len", "8", "--output-len", "8",
+                        "--warmup-requests", "0", "--out", (dir / "bench").string()});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  draining.process->Signal(SIGTERM);
+  EXPECT_EQ(draining.process->WaitForExit(30), 0) << ReadFile(draining.log);
+  run.join();
+  ASSERT_EQ(bench.exit_code, 0) << bench.out << bench.err;
+  staying.process->Signal(SIGTERM);
+  EXPECT_EQ(staying.process->WaitForExit(30), 0) << ReadFile(staying.log);
+  const std::string draining_log = ReadFile(draining.log);
+  EXPECT_TRUE(absl::StrContains(draining_log, "SIGTERM, shutting down")) << draining_log;
+  EXPECT_FALSE(absl::StrContains(draining_log, "still writing their status")) << draining_log;
+
+  // requests.csv: request_index,start_s,status,cancelled_at_end are columns 3-6, peer 14, error
+  // the rest.
+  int ok = 0, refused = 0, cancelled_at_end = 0, on_draining = 0, on_staying = 0;
+  const std::vector<std::string> rows =
+      absl::StrSplit(ReadFile(dir / "bench" / "requests.csv"), '\n', absl::SkipEmpty());
+  ASSERT_GT(rows.size(), 1u);
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const std::vector<std::string> f = absl::StrSplit(rows[i], ',');
+    ASSERT_GE(f.size(), 16u) << rows[i];
+    const std::string& status = f[5];
+    const std::string& peer = f[14];
+    const std::string error = absl::StrJoin(f.begin() + 15, f.end(), ",");
+    on_draining += peer == "ipv4:" + draining.address();
+    on_staying += peer == "ipv4:" + staying.address();
+    if (status == "OK") {
+      ++ok;
+    } else if (f[6] == "1") {
+      ++cancelled_at_end;
+    } else {
+      EXPECT_EQ(status, "UNAVAILABLE") << rows[i];
+      EXPECT_TRUE(absl::StrContains(error, "server is draining")) << rows[i];
+      EXPECT_EQ(peer, "ipv4:" + draining.address()) << rows[i];
+      ++refused;
+    }
+  }
+  EXPECT_GT(on_draining, 0);
+  EXPECT_GT(on_staying, 0);
+  // Each refusal the server logged reached the client, and each call the bench completed was
+  // finished by a server; a server also finished those the bench cancelled after their last
+  // message.
+  EXPECT_EQ(refused, draining.Logged("UNAVAILABLE"));
+  const int finished = draining.Logged("OK") + staying.Logged("OK");
+  EXPECT_GE(finished, ok);
+  EXPECT_LE(finished, ok + cancelled_at_end);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -5,17 +5,18 @@
 #     operational flags: JSON access log, drain on SIGTERM, and a short --max-connection-age so
 #     that connections are closed (GOAWAY) and re-established during the run;
 #   - vaultgemma-bench balances round-robin over the three (as clients of the headless Service
-#     do) in a closed loop for DURATION seconds;
+#     do, skipping a replica whose health service says NOT_SERVING) in a closed loop for
+#     DURATION seconds;
 #   - a few seconds in, replica 2 gets SIGTERM (what kubelet sends after preStop): it drains its
 #     streams and exits 0 while the run goes on against the other two.
 # Passes when
 #   - every replica served Generate calls (its own /metrics vaultgemma_grpc_requests_total says
 #     so; replica 2 is scraped just before its SIGTERM) and its access log agrees;
 #   - no request is lost: every request the bench sent completed, was still running when the
-#     bench's own duration ended, or failed, and failures happen only during replica 2's
-#     shutdown, with UNAVAILABLE (refused while draining; the client was told) or CANCELLED
-#     (see the known shutdown races at the end); the replicas' access logs account for every
-#     completed and cancelled request;
+#     bench's own duration ended, or was refused by the draining replica 2 with UNAVAILABLE
+#     "server is draining" (the client was told; replica 2 logged exactly as many refusals as the
+#     bench saw), and the replicas' access logs account for every completed request. The one
+#     exception is a gRPC race on connections that --max-connection-age closes (see the end);
 #   - replica 2 logged its drain and exited 0, and the others still serve.
 #   tests/deploy/scale_out_rehearsal.sh SOURCE_DIR BUILD_DIR [DURATION_SECONDS]
 set -euo pipefail
@@ -88,10 +89,11 @@ sigterm_at=$EPOCHREALTIME
 echo "SIGTERM to replica 2 (pid ${pids[1]})"
 replica2_rc=0
 wait "${pids[1]}" || replica2_rc=$?
-exited_at=$EPOCHREALTIME
 [ "$replica2_rc" -eq 0 ] || fail "replica 2 exited $replica2_rc after SIGTERM (want 0 after draining)"
 grep -q "SIGTERM, shutting down" "$work/server2.log" || fail "replica 2 did not log its drain"
 grep -q "drain timeout" "$work/server2.log" && fail "replica 2 hit its drain timeout"
+grep -q "still writing their status" "$work/server2.log" \
+  && fail "replica 2 closed its connections with calls still in flight"
 bench_rc=0
 wait "$bench_pid" || bench_rc=$?
 cat "$work/bench.txt"
@@ -123,61 +125,70 @@ drained=$(sed -n '/SIGTERM, shutting down/,$p' "$work/server2.log" | grep '"meth
 refused=$(log_count "$work/server2.log" UNAVAILABLE)
 echo "replica 2: $drained streams finished while draining, $refused calls refused (UNAVAILABLE)"
 
-# No request lost. Failures may only come from replica 2's drain and shutdown: requests that
-# started from 1 s before its SIGTERM to 3 s after it exited (the clients notice a closed
-# connection and reconnect with backoff; times relative to the bench's
-# launch, which the stage's start_s follows within milliseconds).
+# No request lost. requests.csv says which server had each call (peer), so each failure is
+# judged by the replica it happened on. Times: seconds since the bench's launch (the stage's
+# start_s follows it within milliseconds).
 results=$work/bench/results.json
 [ -f "$results" ] || { fail "no results.json"; exit 1; }
 completed=$(jq '.stages[0].completed' "$results")
 failed=$(jq '.stages[0].failed' "$results")
 cancelled=$(jq '.stages[0].cancelled_at_end' "$results")
-unavailable=$(jq '.stages[0].errors.UNAVAILABLE // 0' "$results")
 sent=$(($(wc -l < "$work/bench/requests.csv") - 1))
 echo "bench: $sent sent = $completed completed + $failed failed ($(jq -c '.stages[0].errors' "$results")) + $cancelled cancelled at the end of the run"
 [ "$completed" -gt 0 ] || fail "nothing completed"
 [ "$sent" -eq $((completed + failed + cancelled)) ] || fail "$sent sent but $completed + $failed + $cancelled accounted for"
-window_from=$(echo "$sigterm_at - $launched - 1" | bc)
-window_to=$(echo "$exited_at - $launched + 3" | bc)
-# requests.csv: request_index,start_s,status,cancelled_at_end,...,error (last column).
-awk -F, -v from="$window_from" -v to="$window_to" '
+sigterm_s=$(echo "$sigterm_at - $launched" | bc)
+# requests.csv: request_index,start_s,status,cancelled_at_end ($4-$7), e2e_s ($13), peer ($15),
+# error (the rest). One line per failure: replica (0: none), start, end, status, index, error.
+awk -F, -v p1="${ports[0]}" -v p2="${ports[1]}" -v p3="${ports[2]}" '
   NR > 1 && $6 != "OK" && $7 == 0 {
-    inside = ($5 >= from && $5 <= to)
-    print (inside ? "in" : "out"), $6, $4, $5, $NF
+    port = $15; sub(/.*:/, "", port)
+    replica = port == p1 ? 1 : port == p2 ? 2 : port == p3 ? 3 : 0
+    error = $16; for (i = 17; i <= NF; ++i) error = error "," $i
+    print replica, $5, $5 + $13, $6, $4, error
   }' "$work/bench/requests.csv" > "$work/failed.txt"
-while read -r where status index start error; do
-  if [ "$where" = out ] && [ "$status" = UNAVAILABLE ] && [[ "$error" == *"reset by peer"* ]]; then
-    # The same race also follows a --max-connection-age GOAWAY on a healthy replica: the server
-    # closes the connection while a new stream is on its way. Shown below as a WARNING.
-    echo "known race outside replica 2's shutdown: request $index (start ${start} s): $error"
-  elif [ "$where" = out ]; then
-    fail "request $index (start ${start} s) failed with $status ($error) outside replica 2's shutdown (${window_from}-${window_to} s)"
-  elif [ "$status" != UNAVAILABLE ] && [ "$status" != CANCELLED ]; then
-    fail "request $index failed with $status ($error) during replica 2's shutdown"
+# Allowed failures:
+#   - replica 2's refusals while draining, UNAVAILABLE "server is draining": the client was told,
+#     and their number must be the one replica 2 logged (less any lost to the race below);
+#   - the one known race left, shown as a WARNING (VG_REHEARSAL_STRICT=1 fails it): a stream
+#     that a replica finished on a connection that its --max-connection-age then closed reaches
+#     the client as UNAVAILABLE "Connection reset by peer". gRPC C++ 1.51 closes the connection
+#     as soon as the last stream's status is written, with the client's latest WINDOW_UPDATEs
+#     unread; Linux answers that close() with a RST and drops what the socket had not sent yet,
+#     that stream's last messages and status (seen with tcpdump). Neither the server nor the
+#     client can make gRPC wait for that data, and the server did the work, so the bench does not
+#     retry it. Replica 2 closes no connection of its own accord before 0.5 s after its SIGTERM
+#     (and its streams end well before that), so on replica 2 only resets that ended before
+#     SIGTERM + 0.25 s are this race (the bench's clock runs a few ms behind the script's); a
+#     later one would be its shutdown losing a call.
+refused_seen=0 age_resets=0 age_resets2=0
+while read -r replica start end status index error; do
+  if [ "$replica" = 2 ] && [ "$status" = UNAVAILABLE ] && [[ "$error" == *"server is draining"* ]]; then
+    refused_seen=$((refused_seen + 1))
+  elif [ "$status" = UNAVAILABLE ] && [[ "$error" == *"reset by peer"* ]] \
+    && { [ "$replica" = 1 ] || [ "$replica" = 3 ] \
+      || { [ "$replica" = 2 ] && [ "$(echo "$end < $sigterm_s + 0.25" | bc)" = 1 ]; }; }; then
+    age_resets=$((age_resets + 1))
+    if [ "$replica" = 2 ]; then age_resets2=$((age_resets2 + 1)); fi
+    echo "WARNING: request $index (replica $replica, ${start}-${end} s) reset when a max-connection-age close dropped its end: $error"
+  else
+    fail "request $index failed with $status ($error) on replica ${replica/#0/none} (${start}-${end} s; SIGTERM to replica 2 at ${sigterm_s} s)"
   fi
 done < "$work/failed.txt"
+[ "$refused_seen" -le "$refused" ] && [ "$refused" -le $((refused_seen + age_resets2)) ] \
+  || fail "replica 2 logged $refused refusals (UNAVAILABLE), the bench saw $refused_seen ($age_resets2 reset)"
 server_ok=0
 for i in 1 2 3; do
   server_ok=$((server_ok + $(log_count "$work/server$i.log" OK)))
 done
-[ "$refused" -le "$unavailable" ] || fail "replica 2 refused $refused calls, the client saw $unavailable UNAVAILABLE"
-# A failure that replica 2 did not log as a refusal (UNAVAILABLE "server is draining") is a
-# known race in the server's shutdown, seen in about one run in four: a stream that the replica
-# finished (access log OK) reaches the client as UNAVAILABLE "Connection reset by peer" when the
-# process exits, or a call arriving after the drain is CANCELLED by gRPC's Shutdown before the
-# service sees it. The client is told in both cases, so nothing is silently lost; they are
-# counted and shown, and VG_REHEARSAL_STRICT=1 makes them fail the test (for the server fix).
-# Every request the bench completed was finished by a replica; a replica may also have finished
-# one that the bench cancelled at the end of its run or lost in replica 2's shutdown.
-unexplained=$((failed - refused))
+# Every request the bench completed was finished by a replica; a replica also finished the ones
+# the bench cancelled at the end of its run after their last message, and those reset above.
 [ "$server_ok" -ge "$completed" ] \
   || fail "the bench completed $completed Generate calls, the replicas finished only $server_ok"
-[ "$server_ok" -le $((completed + cancelled + unexplained)) ] \
-  || fail "the replicas finished $server_ok Generate calls, the bench completed $completed (+ $cancelled cancelled at the end, $unexplained lost in the shutdown)"
-if [ "$unexplained" -gt 0 ]; then
-  echo "WARNING: $unexplained request(s) failed without being refused (known server races):"
-  sed 's/^in /  /; s/^out /  /' "$work/failed.txt"
-  [ -z "${VG_REHEARSAL_STRICT:-}" ] || fail "VG_REHEARSAL_STRICT: requests lost in replica 2's shutdown"
+[ "$server_ok" -le $((completed + cancelled + age_resets)) ] \
+  || fail "the replicas finished $server_ok Generate calls, the bench completed $completed (+ $cancelled cancelled at the end, $age_resets reset)"
+if [ "$age_resets" -gt 0 ] && [ -n "${VG_REHEARSAL_STRICT:-}" ]; then
+  fail "VG_REHEARSAL_STRICT: $age_resets request(s) reset by a max-connection-age close"
 fi
 
 if [ $failures -ne 0 ]; then

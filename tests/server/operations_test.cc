@@ -237,6 +237,26 @@ TEST(OperationsTest, SigtermDrainsInFlightStreamsThenExitsZero) {
   EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
 }
 
+// Clients that watch health need a moment to stop sending here, and a call that reaches gRPC after
+// the server closes its connections is cancelled before the service sees it: so even an idle
+// server keeps its connections open, refusing calls itself (logged), for a while after the signal.
+TEST(OperationsTest, SigtermRefusesCallsItselfBeforeClosingConnections) {
+  Started server = StartServer({"--access-log", "json"});
+  ASSERT_GT(server.port, 0) << server.process->stderr_text();
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(Generate(channel, ShortRequest()).status.ok());  // connected, and the model works
+  server.process->Signal(SIGTERM);
+  ASSERT_TRUE(server.process->WaitForLine("shutting down", 10).has_value())
+      << server.process->stderr_text();
+  const StreamResult refused = Generate(channel, ShortRequest());
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(refused.status.error_message(), "server is draining");
+  EXPECT_EQ(HealthOf(channel, "vaultgemma.v1.TextGeneration"),
+            health::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
+  EXPECT_THAT(server.process->stderr_text(), HasSubstr("\"code\":\"UNAVAILABLE\""));
+}
+
 TEST(OperationsTest, DrainTimeoutZeroCancelsInFlightStreamsAndExitsZero) {
   // One sequence at a time: most streams are still queued when the signal comes.
   constexpr int kStreams = 16;

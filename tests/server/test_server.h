@@ -24,6 +24,7 @@ class TestServer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   vaultgemma::v1::TextGeneration::Stub& stub() { return *stub_; }
+  TextGenerationService& service() { return service_; }
 
  private:
   TextGenerationService service_;

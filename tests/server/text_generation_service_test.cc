@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -218,6 +220,51 @@ TEST(TextGenerationServiceTest, ClientCancelFreesTheEngineRequest) {
   EXPECT_TRUE(WaitForIdleEngine(*slow.engine, 1.0))
       << "running " << slow.engine->Stats().running << " blocks "
       << slow.engine->Stats().kv_blocks_used;
+}
+
+// The count vaultgemma-server's shutdown waits on: a call is in flight from its handler until gRPC
+// has written its status, whether it streams, is refused or is unary.
+TEST(TextGenerationServiceTest, CallsAreInFlightUntilTheirStatusIsWritten) {
+  SlowEngine slow;
+  testing::TestServer server(slow.engine.get());
+  TextGenerationService& service = server.service();
+  EXPECT_EQ(service.calls_in_flight(), 0);
+  EXPECT_TRUE(service.WaitForNoCallsInFlight(absl::Now()));
+  // The server's OnDone may run a moment after the client has the status.
+  const auto settles_to = [&service](int64_t want) {
+    for (int i = 0; i < 500 && service.calls_in_flight() != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return service.calls_in_flight();
+  };
+
+  grpc::ClientContext context;
+  auto reader = server.stub().Generate(&context, IdsRequest({2, 10, 11, 12}, 100));
+  pb::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_EQ(service.calls_in_flight(), 1);
+  EXPECT_FALSE(service.WaitForNoCallsInFlight(absl::Now() + absl::Milliseconds(50)));
+
+  grpc::ClientContext tokenize_context;
+  pb::TokenizeRequest tokenize;
+  tokenize.set_text("hello");
+  pb::TokenizeResponse tokens;
+  ASSERT_TRUE(server.stub().Tokenize(&tokenize_context, tokenize, &tokens).ok());
+  EXPECT_EQ(settles_to(1), 1);
+
+  service.SetDraining(true);
+  const StreamResult refused = Generate(server.stub(), IdsRequest({2, 20, 21}, 4));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(settles_to(1), 1);
+
+  // The stream admitted before the drain is still one call until its status is out.
+  EXPECT_FALSE(service.WaitForNoCallsInFlight(absl::Now() + absl::Milliseconds(50)));
+  context.TryCancel();
+  while (reader->Read(&message)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(service.WaitForNoCallsInFlight(absl::Now() + absl::Seconds(5)));
+  EXPECT_EQ(service.calls_in_flight(), 0);
 }
 
 TEST(TextGenerationServiceTest, DeadlineEndsALongGeneration) {
