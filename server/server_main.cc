@@ -48,6 +48,8 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
                            backend yet, so cuda and cuda:N are refused
   --threads N              compute threads, default: all cores
   --kv-cache-bytes N       KV-cache pool budget, default: room for max-num-seqs full contexts
+  --kv-cache-dtype TYPE    float32 (default, exact) or bfloat16: K and V rounded once when
+                           stored; half the memory per token and the bytes attention reads
   --max-num-seqs N         sequences per engine step, default 16
   --max-batched-tokens N   tokens per engine step, default 512
   --max-queued N           requests waiting beyond max-num-seqs before RESOURCE_EXHAUSTED,
@@ -83,6 +85,7 @@ constexpr engine::FlagSpec kFlags[] = {
     {"device"},
     {"threads"},
     {"kv-cache-bytes"},
+    {"kv-cache-dtype"},
     {"max-num-seqs"},
     {"max-batched-tokens"},
     {"max-queued"},
@@ -151,6 +154,9 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   }
   args.engine.num_threads = static_cast<int>(*threads);
   args.engine.kv_cache_bytes = *kv_bytes;
+  auto kv_dtype = engine::ParseKvCacheDType(cl.GetString("kv-cache-dtype").value_or("float32"));
+  if (!kv_dtype.ok()) return kv_dtype.status();
+  args.engine.kv_cache_dtype = *kv_dtype;
   args.engine.max_num_seqs = static_cast<int32_t>(*max_seqs);
   args.engine.max_batched_tokens = static_cast<int32_t>(*max_tokens);
   args.engine.max_waiting = static_cast<int32_t>(*max_queued);

@@ -112,11 +112,36 @@ TEST(VaultgemmaServerTest, BadUsageExitsTwoWithOneLine) {
            {kBinary, "--model", "/no/such/model/dir"},
            {kBinary, "--model", kFixture, "--device", "cuda:0"},
            {kBinary, "--model", kFixture, "--device", "tpu"},
+           {kBinary, "--model", kFixture, "--kv-cache-dtype", "fp8"},
        }) {
     const vg::testing::ProcessResult result = vg::testing::RunProcess(argv);
     EXPECT_EQ(result.exit_code, 2) << argv.back() << ": " << result.err;
     EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
   }
+}
+
+TEST(VaultgemmaServerTest, ServesWithABfloat16KvCache) {
+  testing::ServerProcess process({kBinary, "--model", kFixture, "--listen", "127.0.0.1:0",
+                                  "--threads", "1", "--no-metrics", "--kv-cache-dtype",
+                                  "bfloat16"});
+  ASSERT_TRUE(process.started());
+  const auto line = process.WaitForLine("(port ", 20);
+  ASSERT_TRUE(line.has_value()) << process.stderr_text();
+  const int port = std::stoi(line->substr(line->rfind("(port ") + 6));
+  auto stub = pb::TextGeneration::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  pb::GenerateRequest request;
+  request.set_text("hello there");
+  request.mutable_stopping()->set_max_new_tokens(6);
+  request.mutable_stopping()->set_ignore_eos(true);
+  int tokens = 0;
+  pb::FinishReason reason = pb::FINISH_REASON_UNSPECIFIED;
+  const grpc::Status status = RunGenerate(*stub, request, &tokens, &reason);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(tokens, 6);
+  EXPECT_EQ(reason, pb::FINISH_REASON_LENGTH);
+  process.Signal(SIGTERM);
+  EXPECT_EQ(process.WaitForExit(15), 0) << process.stderr_text();
 }
 
 TEST(VaultgemmaServerTest, HelpExitsZero) {
