@@ -28,7 +28,7 @@ namespace compute_peak_internal {
 #if defined(__x86_64__)
 __attribute__((target("avx512f"))) inline float Fma512(int64_t iterations) {
   const __m512 m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-#define VG_DECLARE(i) __m512 a##i = _mm512_set1_ps(1.0f + (i) * 1e-3f);
+#define VG_DECLARE(i) __m512 a##i = _mm512_set1_ps(1.0f + (i)*1e-3f);
 #define VG_STEP(i) a##i = _mm512_fmadd_ps(a##i, m, b);
 #define VG_SUM(i) s = _mm512_add_ps(s, a##i);
   VG_FMA_CHAINS(VG_DECLARE)
@@ -45,7 +45,7 @@ __attribute__((target("avx512f"))) inline float Fma512(int64_t iterations) {
 
 __attribute__((target("avx2,fma"))) inline float Fma256(int64_t iterations) {
   const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-#define VG_DECLARE(i) __m256 a##i = _mm256_set1_ps(1.0f + (i) * 1e-3f);
+#define VG_DECLARE(i) __m256 a##i = _mm256_set1_ps(1.0f + (i)*1e-3f);
 #define VG_STEP(i) a##i = _mm256_fmadd_ps(a##i, m, b);
 #define VG_SUM(i) s = _mm256_add_ps(s, a##i);
   VG_FMA_CHAINS(VG_DECLARE)
@@ -104,9 +104,8 @@ inline FloatPeak MeasureFloatPeak(int threads) {
     for (auto& w : workers) w.join();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    peak.flops_per_s = std::max(peak.flops_per_s,
-                                2.0 * 12 * lanes * static_cast<double>(kIterations) * threads /
-                                    seconds);
+    peak.flops_per_s = std::max(
+        peak.flops_per_s, 2.0 * 12 * lanes * static_cast<double>(kIterations) * threads / seconds);
   }
   volatile float keep = sinks[0];
   (void)keep;
