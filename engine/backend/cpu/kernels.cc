@@ -106,20 +106,9 @@ float Dot(const float* __restrict a, const float* __restrict b, int64_t n) {
 
 void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
             const float* bias, float* out, const MatMulKernel* kernel) {
-  if (rows <= 0 || w.rows <= 0) return;
-  const MatMulKernel& k = kernel != nullptr ? *kernel : SelectedMatMulKernel();
-  const MatMulProblem problem{x, rows, w.dtype, w.data, w.rows, w.cols, bias, out};
-  const int64_t tiles = (w.rows + kMatMulWeightTile - 1) / kMatMulWeightTile;
-  // Input rows go in blocks of about 512 KiB, so that a block stays in the L2 cache while every
-  // weight tile passes over it; a decode batch is one block, so weights are read once per call.
-  constexpr int64_t kBlockBytes = 512 * 1024;
-  const int64_t block = std::max<int64_t>(4, kBlockBytes / (w.cols * 4) / 4 * 4);
-  for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
-    const int64_t row_end = std::min(rows, row_begin + block);
-    pool.ParallelFor(tiles, [&](int64_t tile_begin, int64_t tile_end) {
-      k.tiles(problem, tile_begin, tile_end, row_begin, row_end);
-    });
-  }
+  if (w.rows <= 0) return;
+  const MatMulTarget target{&w, bias, out};
+  MatMuls(pool, x, rows, std::span<const MatMulTarget>(&target, 1), kernel);
 }
 
 void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const MatMulTarget> targets,
@@ -138,7 +127,9 @@ void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const Mat
     tiles += (t.w->rows + kMatMulWeightTile - 1) / kMatMulWeightTile;
   }
   first_tile.push_back(tiles);
-  constexpr int64_t kBlockBytes = 512 * 1024;  // as in MatMul
+  // Input rows go in blocks of about 512 KiB, so that a block stays in the L2 cache while every
+  // weight tile passes over it; a decode batch is one block, so weights are read once per call.
+  constexpr int64_t kBlockBytes = 512 * 1024;
   const int64_t block = std::max<int64_t>(4, kBlockBytes / (cols * 4) / 4 * 4);
   for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
     const int64_t row_end = std::min(rows, row_begin + block);
