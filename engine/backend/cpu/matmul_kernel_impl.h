@@ -206,9 +206,10 @@ inline void ForRowGroups(int rows, const Step& step) {
   }
 }
 
-// Outputs of weight rows [o0, o0 + kTile) for up to kRowsPerPass input rows from r0. Rows past
-// the matrix's end repeat row o0 (computed, never stored), so every element goes through the
-// same code.
+// Outputs of weight rows [o0, o0 + kTile) for up to kMaxInputRows input rows from r0 (one
+// register group: every decode step of that many sequences; more rows go through GroupPass).
+// Rows past the matrix's end repeat row o0 (computed, never stored), so every element goes
+// through the same code.
 template <DType D>
 void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
   const int64_t n = p.cols;
@@ -217,9 +218,9 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
     const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
     w[j] = p.w + row * n * kElementBytes<D>;
   }
-  const float* x[kRowsPerPass];
+  const float* x[kMaxInputRows];
   for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
-  VF acc[kRowsPerPass][kTile];
+  VF acc[kMaxInputRows][kTile];
   for (int r = 0; r < rows; ++r) {
     for (int j = 0; j < kTile; ++j) acc[r][j] = VF{};
   }
@@ -229,38 +230,8 @@ void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
   // the arithmetic instead of stalling it, and the streams continue across page boundaries, where
   // the hardware prefetchers stop. Past the matrix end the prefetches are harmless hints.
   const int64_t ahead = kTile * n * kElementBytes<D>;
-  if (rows <= kMaxInputRows) {
-    // One register group (every decode step of up to kMaxInputRows sequences): no chunking.
-    ForRowGroups<D>(rows,
-                    [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r, ahead); });
-  } else {
-    // BF16/F16 chunks are widened once into a float32 copy that every register group reads:
-    // widening is exact, so the sums are the same, and the shifts no longer compete with the
-    // multiply-adds for execution ports.
-    alignas(64) float widened[kTile][kChunk];
-    const std::byte* wf[kTile];
-    for (int j = 0; j < kTile; ++j) wf[j] = reinterpret_cast<const std::byte*>(widened[j]);
-    for (int64_t begin = 0; begin < main; begin += kChunk) {
-      const int64_t end = begin + kChunk < main ? begin + kChunk : main;
-      if constexpr (D == DType::kF32) {
-        ForRowGroups<D>(rows,
-                        [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, begin, end, acc + r); });
-      } else {
-        for (int j = 0; j < kTile; ++j) {
-          for (int64_t i = begin; i < end; i += kLanes) {
-            __builtin_prefetch(w[j] + i * kElementBytes<D> + ahead, 0, 2);
-            const VF v = LoadWeights<D>(w[j], i);
-            std::memcpy(&widened[j][i - begin], &v, sizeof(v));
-          }
-        }
-        const float* xs[kRowsPerPass];
-        for (int r = 0; r < rows; ++r) xs[r] = x[r] + begin;
-        ForRowGroups<D>(rows, [&]<int XR>(int r) {
-          Accumulate<DType::kF32, XR>(wf, xs + r, 0, end - begin, acc + r);
-        });
-      }
-    }
-  }
+  ForRowGroups<D>(rows,
+                  [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r, ahead); });
   if (main < n) {
     ForRowGroups<D>(rows,
                     [&]<int XR>(int r) { AccumulateTail<D, XR>(w, x + r, main, n, acc + r); });
@@ -303,6 +274,9 @@ void GroupPass(const MatMulProblem& p, int64_t o0, int tiles, int64_t r0, int ro
   }
   const int64_t main = n - n % kLanes;
   const int64_t ahead = weight_rows * n * kElementBytes<D>;  // the next group's rows
+  // BF16/F16 chunks are widened once into a float32 copy that every register group reads:
+  // widening is exact, so the sums are the same as TilePass's, and the shifts no longer compete
+  // with the multiply-adds for execution ports.
   alignas(64) float widened[kGroupTiles * kTile][kChunk];
   const std::byte* wf[kGroupTiles * kTile];
   for (int j = 0; j < weight_rows; ++j) wf[j] = reinterpret_cast<const std::byte*>(widened[j]);
