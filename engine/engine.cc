@@ -455,7 +455,8 @@ absl::StatusOr<DType> ParseKvCacheDType(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
-  auto checkpoint = Checkpoint::Open(options.model_dir);
+  // Tiled: the CPU backend reads its matrices in place (matrix_layout.h).
+  auto checkpoint = Checkpoint::Open(options.model_dir, MatrixLayout::kTiles);
   if (!checkpoint.ok()) return checkpoint.status();
   auto tokenizer = Tokenizer::Load(options.model_dir / "tokenizer.model");
   if (!tokenizer.ok()) return tokenizer.status();

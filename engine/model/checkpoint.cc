@@ -192,7 +192,8 @@ absl::StatusOr<LayerWeights> BuildLayer(const ModelConfig& config, int64_t layer
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path& dir) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path& dir,
+                                                             MatrixLayout matrix_layout) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat(dir.string(), ": no such directory"));
@@ -237,7 +238,36 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesyst
     weights.layers.push_back(std::move(layer));
   }
   VG_RETURN_IF_ERROR(table->CheckNoUnexpectedLayerTensors());
+  if (matrix_layout == MatrixLayout::kTiles) VG_RETURN_IF_ERROR(checkpoint->RearrangeMatrices());
   return checkpoint;
+}
+
+absl::Status Checkpoint::RearrangeMatrices() {
+  std::vector<TensorView*> matrices = {&weights_.lm_head, &weights_.embed_tokens};
+  for (LayerWeights& layer : weights_.layers) {
+    for (TensorView* view : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj,
+                             &layer.gate_proj, &layer.up_proj, &layer.down_proj}) {
+      matrices.push_back(view);
+    }
+  }
+  for (const auto& file : files_) VG_RETURN_IF_ERROR(file->SetWritable(true));
+  // The embedding is a product matrix only as the tied lm_head: rearranged once, through lm_head,
+  // and both views then say so. An untied embedding stays row-major.
+  std::set<const std::byte*> done;
+  for (TensorView* view : matrices) {
+    if (view == &weights_.embed_tokens) {
+      if (view->data == weights_.lm_head.data) view->layout = MatrixLayout::kTiles;
+      continue;
+    }
+    if (view->num_bytes != 0 && done.insert(view->data).second) {
+      // The memory is the checkpoint's own private copy, writable until SetWritable(false).
+      RearrangeToTiles(view->dtype, view->shape[0], view->shape[1],
+                       const_cast<std::byte*>(view->data));
+    }
+    view->layout = MatrixLayout::kTiles;
+  }
+  for (const auto& file : files_) VG_RETURN_IF_ERROR(file->SetWritable(false));
+  return absl::OkStatus();
 }
 
 size_t Checkpoint::WeightBytes() const {

@@ -2,8 +2,9 @@
 //
 // Reads config.json (ModelConfig), maps model.safetensors or the shards listed in
 // model.safetensors.index.json, and builds the weight table: every tensor the forward pass needs,
-// with its shape checked against the config. Tensors stay in their stored dtype inside the mmap;
-// nothing is copied. Errors name the tensor and the file.
+// with its shape checked against the config. Tensors stay in their stored dtype in the file's
+// memory (safetensors.h); nothing is copied, though matrices may be reordered in place (Open).
+// Errors name the tensor and the file.
 #ifndef VG_ENGINE_MODEL_CHECKPOINT_H_
 #define VG_ENGINE_MODEL_CHECKPOINT_H_
 
@@ -48,7 +49,12 @@ class Checkpoint {
   // any `model.layers.*` tensor the forward pass would not read (Gemma 2 post-norms, biases with
   // attention_bias false, layers beyond num_hidden_layers): such a file is not what config.json
   // describes. Other extra tensors are ignored.
-  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::filesystem::path& dir);
+  //
+  // `matrix_layout` kTiles rearranges every matrix a matrix product reads (the projections and
+  // lm_head, hence a tied embedding too) in memory into the tile layout of matrix_layout.h, which
+  // the CPU backend reads directly; their views say so in `layout`. Other tensors stay as stored.
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(
+      const std::filesystem::path& dir, MatrixLayout matrix_layout = MatrixLayout::kRowMajor);
 
   Checkpoint(const Checkpoint&) = delete;
   Checkpoint& operator=(const Checkpoint&) = delete;
@@ -61,6 +67,8 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
+  // Rearranges the product matrices into tiles (see Open).
+  absl::Status RearrangeMatrices();
 
   std::filesystem::path dir_;
   ModelConfig config_;

@@ -92,6 +92,16 @@ SafetensorsFile::~SafetensorsFile() {
   if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
 }
 
+absl::Status SafetensorsFile::SetWritable(bool writable) {
+  if (mapping_ == nullptr) return absl::OkStatus();
+  const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  if (mprotect(mapping_, mapping_bytes_, prot) != 0) {
+    return absl::InternalError(
+        absl::StrCat(path_.string(), ": mprotect failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SafetensorsFile::MoveToHugePages(int fd, uint64_t data_start) {
   constexpr size_t kHugePage = size_t{2} << 20;
   // The data section starts on a cache line, so vector loads of tensor rows split fewer lines.

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/dtype.h"
+#include "engine/model/matrix_layout.h"
 
 namespace vg::engine {
 
@@ -39,6 +40,9 @@ struct TensorView {
   const std::byte* data = nullptr;
   size_t num_bytes = 0;
   std::string file;  // file name (no directory) for error messages
+  // How a 2-D tensor's elements are ordered: as the file stores them (row-major), or rearranged
+  // in memory into tiles by Checkpoint (matrix_layout.h).
+  MatrixLayout layout = MatrixLayout::kRowMajor;
 
   int64_t NumElements() const;
   // Element i widened to float32 (slow path for tests and small tensors).
@@ -58,6 +62,10 @@ class SafetensorsFile {
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::filesystem::path& path() const { return path_; }
   size_t file_size() const { return size_; }
+
+  // The tensor memory is read-only; SetWritable(true) lets its owner rearrange tensors in place
+  // (Checkpoint's tile layout) until SetWritable(false). INTERNAL if mprotect fails.
+  absl::Status SetWritable(bool writable);
 
  private:
   SafetensorsFile() = default;

@@ -15,7 +15,7 @@ constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";
 absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const std::filesystem::path& model_dir,
                                                              const GeneratorOptions& options) {
   auto generator = std::unique_ptr<Generator>(new Generator());
-  auto checkpoint = Checkpoint::Open(model_dir);
+  auto checkpoint = Checkpoint::Open(model_dir, MatrixLayout::kTiles);
   if (!checkpoint.ok()) return checkpoint.status();
   generator->checkpoint_ = *std::move(checkpoint);
 

@@ -133,7 +133,8 @@ TEST_P(GoldenTest, MatchesTransformers) {
   SCOPED_TRACE("fixture " + GetParam());
   const json ref = ReadJson(dir / "reference.json");
 
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(dir);
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      Checkpoint::Open(dir, MatrixLayout::kTiles);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const ModelConfig& config = (*checkpoint)->config();
   const int64_t vocab = config.vocab_size;

@@ -49,7 +49,7 @@ int Run(int argc, char** argv) {
   const int threads = *threads_flag > 0 ? static_cast<int>(*threads_flag)
                                         : static_cast<int>(std::thread::hardware_concurrency());
 
-  auto checkpoint = engine::Checkpoint::Open(*cl->GetString("model"));
+  auto checkpoint = engine::Checkpoint::Open(*cl->GetString("model"), engine::MatrixLayout::kTiles);
   if (!checkpoint.ok()) {
     std::cerr << "decode_benchmark: " << checkpoint.status().message() << "\n";
     return 2;

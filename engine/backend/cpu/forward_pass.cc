@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -10,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/backend/cpu/paged_attention.h"
 #include "engine/backend/cpu/plan_validation.h"
+#include "engine/model/matrix_layout.h"
 
 namespace vg::engine::cpu {
 namespace {
@@ -29,11 +32,6 @@ absl::Status CheckShape(const TensorView& view, std::vector<int64_t> expected) {
         "], expected [", absl::StrJoin(expected, ", "), "]"));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<WeightMatrix> Matrix(const TensorView& view, int64_t rows, int64_t cols) {
-  if (absl::Status s = CheckShape(view, {rows, cols}); !s.ok()) return s;
-  return WeightMatrix{view.dtype, view.data, rows, cols};
 }
 
 absl::Status CheckConfig(const ModelConfig& c) {
@@ -69,6 +67,24 @@ absl::Status CheckConfig(const ModelConfig& c) {
 
 }  // namespace
 
+absl::StatusOr<WeightMatrix> ForwardPass::Matrix(const TensorView& view, int64_t rows,
+                                                 int64_t cols) {
+  if (absl::Status s = CheckShape(view, {rows, cols}); !s.ok()) return s;
+  if (view.layout == MatrixLayout::kTiles) return WeightMatrix{view.dtype, view.data, rows, cols};
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    // A tied lm_head is the embedding: one copy.
+    if (owned_sources_[i] == view.data) {
+      return WeightMatrix{view.dtype, owned_[i].get(), rows, cols};
+    }
+  }
+  auto copy = std::make_unique<std::byte[]>(view.num_bytes);
+  std::memcpy(copy.get(), view.data, view.num_bytes);
+  RearrangeToTiles(view.dtype, rows, cols, copy.get());
+  owned_sources_.push_back(view.data);
+  owned_.push_back(std::move(copy));
+  return WeightMatrix{view.dtype, owned_.back().get(), rows, cols};
+}
+
 ForwardPass::ForwardPass(const ModelConfig& config, const ModelWeights& weights, int num_threads)
     : config_(config), weights_(weights), pool_(num_threads) {}
 
@@ -94,9 +110,18 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const ModelConf
 
   if (absl::Status s = CheckShape(w.embed_tokens, {c.vocab_size, hidden}); !s.ok()) return s;
   if (absl::Status s = CheckShape(w.final_norm, {hidden}); !s.ok()) return s;
-  absl::StatusOr<WeightMatrix> lm_head = Matrix(w.lm_head, c.vocab_size, hidden);
+  absl::StatusOr<WeightMatrix> lm_head = pass->Matrix(w.lm_head, c.vocab_size, hidden);
   if (!lm_head.ok()) return lm_head.status();
   pass->lm_head_ = *lm_head;
+  // The embedding rows come from the tiled lm_head when tied (the same tensor), else from the
+  // embedding as stored.
+  if (w.embed_tokens.data == w.lm_head.data) {
+    pass->embed_ = pass->lm_head_;
+    pass->embed_layout_ = MatrixLayout::kTiles;
+  } else {
+    pass->embed_ = WeightMatrix{w.embed_tokens.dtype, w.embed_tokens.data, c.vocab_size, hidden};
+    pass->embed_layout_ = w.embed_tokens.layout;
+  }
 
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerWeights& lw = w.layers[i];
@@ -113,7 +138,7 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const ModelConf
     };
     for (const auto& [dst, spec] : matrices) {
       absl::StatusOr<WeightMatrix> m =
-          Matrix(*std::get<0>(spec), std::get<1>(spec), std::get<2>(spec));
+          pass->Matrix(*std::get<0>(spec), std::get<1>(spec), std::get<2>(spec));
       if (!m.ok()) return m.status();
       *dst = *m;
     }
@@ -223,8 +248,7 @@ void ForwardPass::Embed() {
   pool_.ParallelFor(static_cast<int64_t>(rows_.size()), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* dst = &hidden_[r * hidden];
-      WidenToFloat(weights_.embed_tokens.dtype, weights_.embed_tokens.data,
-                   static_cast<int64_t>(rows_[r].token) * hidden, hidden, dst);
+      ReadRow(embed_layout_, embed_.dtype, embed_.data, embed_.rows, hidden, rows_[r].token, dst);
       for (int64_t i = 0; i < hidden; ++i) dst[i] *= normalizer;
     }
   });

@@ -2,8 +2,11 @@
 //
 // The machinery behind CpuBackend, separated from Checkpoint so that it depends only on plain
 // data (ModelConfig + ModelWeights views). It owns the thread pool, the KV cache and the scratch
-// buffers (sized per Forward, reused across calls). Weights are never copied: matrices are read
-// in their stored dtype; norm weights and biases (vectors) are widened into scratch per call.
+// buffers (sized per Forward, reused across calls). Matrices are read in their stored dtype and in
+// the tile layout (matrix_layout.h): views already tiled (a Checkpoint opened with
+// MatrixLayout::kTiles) are used where they are; row-major ones are copied into tiles the pass
+// owns (small models in tests; a real server opens its checkpoint tiled, so nothing is copied).
+// Norm weights and biases (vectors) are widened into scratch per call.
 //
 // Thread-safety: none; one caller.
 #ifndef VG_ENGINE_BACKEND_CPU_FORWARD_PASS_H_
@@ -77,7 +80,15 @@ class ForwardPass {
   ThreadPool pool_;
   std::unique_ptr<KvCache> cache_;
   std::vector<Layer> layers_;
+  // A tile-layout WeightMatrix for `view` (checked against [rows, cols]), copied into owned_
+  // when the view is row-major.
+  absl::StatusOr<WeightMatrix> Matrix(const TensorView& view, int64_t rows, int64_t cols);
+
   WeightMatrix lm_head_;
+  WeightMatrix embed_;  // rows read by ReadRow in embed_layout_
+  MatrixLayout embed_layout_ = MatrixLayout::kRowMajor;
+  std::vector<std::unique_ptr<std::byte[]>> owned_;  // matrices rearranged by the pass itself
+  std::vector<const std::byte*> owned_sources_;      // the view each of owned_ was copied from
   std::vector<float> inv_freq_;
   float scaling_ = 1.0f;
   float attn_softcap_ = 0.0f;

@@ -129,8 +129,14 @@ void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const Mat
   first_tile.push_back(tiles);
   // Input rows go in blocks of about 512 KiB, so that a block stays in the L2 cache while every
   // weight tile passes over it; a decode batch is one block, so weights are read once per call.
+  //
+  // A block has a multiple of 12 rows (the widest kernel's row group, which the narrower ones'
+  // groups of 4 divide) and at least 96: with fewer, the weights of wide matrices (6912 columns)
+  // would stream from memory once per dozen rows, and memory, not arithmetic, would bound
+  // prefill.
   constexpr int64_t kBlockBytes = 512 * 1024;
-  const int64_t block = std::max<int64_t>(4, kBlockBytes / (cols * 4) / 4 * 4);
+  constexpr int64_t kMinBlockRows = 96;
+  const int64_t block = std::max<int64_t>(kMinBlockRows, kBlockBytes / (cols * 4) / 12 * 12);
   for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
     const int64_t row_end = std::min(rows, row_begin + block);
     pool.ParallelFor(tiles, [&](int64_t begin, int64_t end) {
@@ -219,7 +225,9 @@ __attribute__((always_inline)) inline float TanhInline(float x) {
 
 float Tanh(float x) { return TanhInline(x); }
 
-float GeluTanh(float x) {
+namespace {
+
+__attribute__((always_inline)) inline float GeluTanhInline(float x) {
   // Constants and operation order of PyTorch's GeluKernel (approximate="tanh").
   constexpr float kBeta =
       static_cast<float>(std::numbers::sqrt2 * (2.0 * std::numbers::inv_sqrtpi) * 0.5);
@@ -228,8 +236,13 @@ float GeluTanh(float x) {
   return 0.5f * x * (1.0f + TanhInline(inner));
 }
 
+}  // namespace
+
+float GeluTanh(float x) { return GeluTanhInline(x); }
+
 void GeGlu(const float* gate, const float* up, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = GeluTanh(gate[i]) * up[i];
+  // Inlined, so that the loop vectorises (a call per element ran at scalar speed).
+  for (int64_t i = 0; i < n; ++i) out[i] = GeluTanhInline(gate[i]) * up[i];
 }
 
 void SoftCap(float* x, int64_t n, float cap) {

@@ -23,8 +23,9 @@
 
 namespace vg::engine::cpu {
 
-// A row-major [rows, cols] matrix in its stored dtype (typically inside a checkpoint mmap).
-// Not owned. Elements need not be naturally aligned.
+// A [rows, cols] matrix in its stored dtype and in the tile layout of
+// engine/model/matrix_layout.h (typically in the checkpoint's memory, which Checkpoint rearranges
+// when opened with MatrixLayout::kTiles). Not owned. Elements need not be naturally aligned.
 struct WeightMatrix {
   DType dtype = DType::kF32;
   const std::byte* data = nullptr;
@@ -43,8 +44,8 @@ float Dot(const float* a, const float* b, int64_t n);
 
 // out[r * w.rows + o] = sum_i x[r * w.cols + i] * W[o][i] (+ bias[o] when bias is non-null), for
 // r in [0, rows). Weights are read in their stored dtype, once per block of input rows (one block
-// holds any decode batch); work is split over output features. The summation order of each
-// element depends only on w.cols and the kernel (batch invariant; matmul_kernel.h). `kernel`
+// holds any decode batch); work is split over tiles of output features. The summation order of
+// each element depends only on w.cols and the kernel (batch invariant; matmul_kernel.h). `kernel`
 // null means SelectedMatMulKernel(). `x` and `out` must not overlap.
 void MatMul(ThreadPool& pool, const float* x, int64_t rows, const WeightMatrix& w,
             const float* bias, float* out, const MatMulKernel* kernel = nullptr);

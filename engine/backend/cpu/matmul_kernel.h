@@ -8,12 +8,17 @@
 // SelectedMatMulKernel() picks the widest one the CPU supports (the VG_CPU_ISA environment
 // variable, "baseline", "avx2" or "avx512", narrows the choice, for benchmarks and tests).
 //
-// The arithmetic recipe of one output element (the determinism contract of kernels.h): with L
-// lanes, lane j sums x[i] * w[i] over the indices i = j (mod L) in increasing order (fused
-// multiply-adds where the ISA has them), the last n % L elements entering as one zero-padded
-// step; the L lanes then combine by halving (lane j with lane j + L/2, and so on). Nothing depends
-// on the other rows of the batch or on the thread partition. Different ISAs round differently;
-// one machine always uses one.
+// The arithmetic recipe of one output element of MatMul (the determinism contract of kernels.h):
+// starting from 0, the products x[i] * w[i] are added in increasing order of i, one at a time
+// (fused multiply-adds on AVX2 and AVX-512, which therefore agree bit for bit; a multiply and an
+// add on the baseline), then the bias if any. The weights are in the tile layout
+// (engine/model/matrix_layout.h), so one vector load fetches one column of consecutive outputs
+// and the sums of many outputs and many input rows advance together, in registers, without any
+// horizontal reduction. Nothing depends on the other rows of the batch or on the thread partition.
+//
+// The attention loops' recipe: with L lanes, lane j sums over the indices i = j (mod L) in
+// increasing order (fused where the ISA has it), the last n % L elements entering as one
+// zero-padded step; the L lanes then combine by halving (lane j with lane j + L/2, and so on).
 #ifndef VG_ENGINE_BACKEND_CPU_MATMUL_KERNEL_H_
 #define VG_ENGINE_BACKEND_CPU_MATMUL_KERNEL_H_
 
@@ -22,23 +27,25 @@
 #include <span>
 
 #include "engine/model/dtype.h"
+#include "engine/model/matrix_layout.h"
 
 namespace vg::engine::cpu {
 
-// One matrix product out = x W^T (+ bias), W [w_rows, cols] in its stored dtype.
+// One matrix product out = x W^T (+ bias), W [w_rows, cols] in its stored dtype and in the tile
+// layout of engine/model/matrix_layout.h.
 struct MatMulProblem {
   const float* x = nullptr;  // [rows, cols]
   int64_t rows = 0;
   DType dtype = DType::kF32;
-  const std::byte* w = nullptr;  // row-major, elements need not be aligned
+  const std::byte* w = nullptr;  // tiled; elements need not be aligned
   int64_t w_rows = 0;
   int64_t cols = 0;
   const float* bias = nullptr;  // [w_rows] or null
   float* out = nullptr;         // [rows, w_rows]
 };
 
-// Weight rows are processed in tiles of this many; a tile's rows share each pass over an input row.
-inline constexpr int64_t kMatMulWeightTile = 4;
+// Weight rows are processed in the layout's tiles: the unit of work split between threads.
+inline constexpr int64_t kMatMulWeightTile = kTileRows;
 
 // Computes the outputs of weight tiles [tile_begin, tile_end) for input rows [row_begin, row_end).
 using MatMulTilesFn = void (*)(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end,

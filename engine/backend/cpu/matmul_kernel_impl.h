@@ -22,10 +22,6 @@ namespace vg::engine::cpu::VG_MATMUL_NAMESPACE {
 namespace {
 
 constexpr int kLanes = VG_MATMUL_BYTES / 4;
-// Input rows sharing one pass over a weight tile: 4 x 4 accumulators fit AVX-512's 32 registers;
-// with 16 registers (SSE2, AVX2) 2 x 4 do.
-constexpr int kMaxInputRows = kLanes >= 16 ? 4 : 2;
-constexpr int kTile = static_cast<int>(kMatMulWeightTile);
 
 typedef float VF __attribute__((vector_size(VG_MATMUL_BYTES)));
 typedef uint32_t VU __attribute__((vector_size(VG_MATMUL_BYTES)));
@@ -128,220 +124,230 @@ inline float Reduce(VF v) {
   return (v4[0] + v4[2]) + (v4[1] + v4[3]);
 }
 
-// Input rows whose partial sums are kept (in memory) while a weight tile passes over them, and the
-// columns of one pass: 16 rows x 256 floats of input (16 KiB) stay in the L1 cache for the
-// kTile weight rows of the chunk. Chunking keeps each lane's summation order (increasing i).
-constexpr int kRowsPerPass = 16;
-constexpr int64_t kChunk = 256;
-
 template <DType D>
 constexpr int64_t kElementBytes = D == DType::kF32 ? 4 : 2;
 
-// acc[r][j] += products of input rows x[0..XR) and weight rows w[0..kTile) over [begin, end),
-// kLanes at a time; end - begin is a multiple of kLanes.
-template <DType D, int XR>
-inline void Accumulate(const std::byte* const* w, const float* const* x, int64_t begin, int64_t end,
-                       VF (*acc)[kTile], int64_t prefetch_ahead = 0) {
-  VF a[XR][kTile];
-  for (int r = 0; r < XR; ++r) {
-    for (int j = 0; j < kTile; ++j) a[r][j] = acc[r][j];
-  }
-  for (int64_t i = begin; i < end; i += kLanes) {
-    VF wv[kTile];
-    for (int j = 0; j < kTile; ++j) wv[j] = LoadWeights<D>(w[j], i);
-    if (prefetch_ahead != 0) {
-      for (int j = 0; j < kTile; ++j) {
-        __builtin_prefetch(w[j] + i * kElementBytes<D> + prefetch_ahead, 0, 2);
-      }
-    }
-    for (int r = 0; r < XR; ++r) {
-      const VF xv = LoadFloats(x[r] + i);
-      for (int j = 0; j < kTile; ++j) a[r][j] += xv * wv[j];
-    }
-  }
-  for (int r = 0; r < XR; ++r) {
-    for (int j = 0; j < kTile; ++j) acc[r][j] = a[r][j];
-  }
-}
+// One step of the product computes kStepOutputs consecutive outputs of a weight tile (two vectors)
+// for up to kMaxRows input rows; the accumulators stay in registers for the whole pass over the
+// columns: 12 x 2 of AVX-512's 32 registers, 4 x 2 of the 16 that SSE2 and AVX2 have, leaving
+// room for the weights of a column pair and a broadcast input.
+constexpr int kStepOutputs = 2 * kLanes;
+constexpr int kMaxRows = kLanes >= 16 ? 12 : 4;
+constexpr int kTile = static_cast<int>(kMatMulWeightTile);
+static_assert(kTile % kStepOutputs == 0);
 
-// The last n % kLanes columns as one more step over zero-padded copies (zero bits are 0.0 in
-// every dtype).
-template <DType D, int XR>
-inline void AccumulateTail(const std::byte* const* w, const float* const* x, int64_t main,
-                           int64_t n, VF (*acc)[kTile]) {
-  const int64_t left = n - main;
-  VF wv[kTile];
-  for (int j = 0; j < kTile; ++j) {
-    std::byte padded[kLanes * 4] = {};
-    std::memcpy(padded, w[j] + main * kElementBytes<D>, left * kElementBytes<D>);
-    wv[j] = LoadWeights<D>(padded, 0);
-  }
-  for (int r = 0; r < XR; ++r) {
-    float padded[kLanes] = {};
-    std::memcpy(padded, x[r] + main, left * sizeof(float));
-    const VF xv = LoadFloats(padded);
-    for (int j = 0; j < kTile; ++j) acc[r][j] += xv * wv[j];
-  }
-}
+// How far ahead of a tile's first pass its weights are prefetched into L2 (they stream from
+// memory in order; the hardware prefetchers stop at 4 KiB boundaries, huge pages or not).
+constexpr int64_t kPrefetchBytes = 4096;
 
-// Runs `step` over the rows [0, rows) in register groups of kMaxInputRows, the remainder last.
-template <DType D, typename Step>
-inline void ForRowGroups(int rows, const Step& step) {
-  int r = 0;
-  for (; r + kMaxInputRows <= rows; r += kMaxInputRows) {
-    step.template operator()<kMaxInputRows>(r);
-  }
-  switch (rows - r) {
-    case 3:
-      if constexpr (kMaxInputRows > 3) step.template operator()<3>(r);
-      break;
-    case 2:
-      if constexpr (kMaxInputRows > 2) step.template operator()<2>(r);
-      break;
-    case 1:
-      step.template operator()<1>(r);
-      break;
-    default:
-      break;
-  }
-}
-
-// Outputs of weight rows [o0, o0 + kTile) for up to kMaxInputRows input rows from r0 (one
-// register group: every decode step of that many sequences; more rows go through GroupPass).
-// Rows past the matrix's end repeat row o0 (computed, never stored), so every element goes
-// through the same code.
+// One element at p, widened to float32.
 template <DType D>
-void TilePass(const MatMulProblem& p, int64_t o0, int64_t r0, int rows) {
-  const int64_t n = p.cols;
-  const std::byte* w[kTile];
-  for (int j = 0; j < kTile; ++j) {
-    const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
-    w[j] = p.w + row * n * kElementBytes<D>;
+inline float LoadScalar(const std::byte* p) {
+  std::byte padded[kLanes * 4] = {};
+  std::memcpy(padded, p, kElementBytes<D>);
+  const VF v = LoadWeights<D>(padded, 0);
+  return v[0];
+}
+
+struct Step {
+  const std::byte* tile;  // a full tile (kTile rows) in the tile layout, dtype D
+  int64_t cols;
+  int64_t first;   // the step's first output within the tile
+  const float* x;  // the input rows, packed column-major: x[c * rows + r]
+  float* out;      // out[r * ld + j] receives output first + j of row r
+  int64_t ld;
+  int valid;          // outputs to store (kStepOutputs unless the matrix ends inside the step)
+  const float* bias;  // bias of output `first`, or null
+  bool prefetch;      // the tile's first pass: prefetch what lies kPrefetchBytes ahead
+};
+
+template <int R>
+inline void Store(const Step& s, VF (*acc)[2]) {
+  for (int r = 0; r < R; ++r) {
+    float* dst = s.out + r * s.ld;
+    float sums[kStepOutputs];
+    std::memcpy(sums, acc[r], sizeof(sums));
+    for (int j = 0; j < s.valid; ++j) dst[j] = s.bias != nullptr ? sums[j] + s.bias[j] : sums[j];
   }
-  const float* x[kMaxInputRows];
-  for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
-  VF acc[kMaxInputRows][kTile];
-  for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < kTile; ++j) acc[r][j] = VF{};
-  }
-  const int64_t main = n - n % kLanes;
-  // Weights are read once, straight from memory: each load is preceded by a prefetch of the same
-  // column of the next tile (the rows that follow in memory) into L2, so the memory reads overlap
-  // the arithmetic instead of stalling it, and the streams continue across page boundaries, where
-  // the hardware prefetchers stop. Past the matrix end the prefetches are harmless hints.
-  const int64_t ahead = kTile * n * kElementBytes<D>;
-  ForRowGroups<D>(rows,
-                  [&]<int XR>(int r) { Accumulate<D, XR>(w, x + r, 0, main, acc + r, ahead); });
-  if (main < n) {
-    ForRowGroups<D>(rows,
-                    [&]<int XR>(int r) { AccumulateTail<D, XR>(w, x + r, main, n, acc + r); });
-  }
-  for (int r = 0; r < rows; ++r) {
-    float* out = p.out + (r0 + r) * p.w_rows;
-    for (int j = 0; j < kTile; ++j) {
-      const int64_t o = o0 + j;
-      if (o >= p.w_rows) break;
-      const float dot = Reduce(acc[r][j]);
-      out[o] = p.bias != nullptr ? dot + p.bias[o] : dot;
+}
+
+// acc += the products of columns [0, cols - cols % 2) of a BF16 tile step, in column order. Column
+// pairs: one 32-bit word per output holds both columns; the even one widens by a shift, the odd
+// one by a mask.
+template <int R, bool kPrefetch>
+__attribute__((always_inline)) inline void AccumulatePairs(const Step& s, VF (*acc)[2]) {
+  const int64_t pairs = s.cols / 2;
+  const std::byte* p = s.tile + s.first * 4;
+  const float* x = s.x;
+  const VU high = VU{} + 0xffff0000u;
+  for (int64_t j = 0; j < pairs; ++j, p += kTile * 4, x += 2 * R) {
+    if constexpr (kPrefetch) {
+      for (int b = 0; b < kStepOutputs * 4; b += 64)
+        __builtin_prefetch(p + b + kPrefetchBytes, 0, 2);
+    }
+    VU u0, u1;
+    std::memcpy(&u0, p, sizeof(u0));
+    std::memcpy(&u1, p + sizeof(u0), sizeof(u1));
+    const VF e0 = BitsToFloats(u0 << 16), e1 = BitsToFloats(u1 << 16);
+    const VF o0 = BitsToFloats(u0 & high), o1 = BitsToFloats(u1 & high);
+    for (int r = 0; r < R; ++r) {
+      const VF v = x[r] - VF{};  // a broadcast (x - 0 is x, so no add is emitted)
+      acc[r][0] += v * e0;
+      acc[r][1] += v * e1;
+    }
+    for (int r = 0; r < R; ++r) {
+      const VF v = x[R + r] - VF{};
+      acc[r][0] += v * o0;
+      acc[r][1] += v * o1;
     }
   }
 }
 
-// Tiles that share one pass when there are more input rows than one register group: their
-// widened chunks (16 weight rows x kChunk floats, 16 KiB) stay in L1 while each register group's
-// input rows are read once for all of them, not once per tile (the input rows of a pass, up to
-// 16 x cols floats, do not fit in L1 next to the rest; this cut their L2 traffic fourfold).
-constexpr int kGroupTiles = 4;
-
-// Outputs of weight rows [o0, o0 + tiles * kTile) for kMaxInputRows < rows <= kRowsPerPass input
-// rows from r0; every element is summed exactly as TilePass sums it.
-template <DType D>
-void GroupPass(const MatMulProblem& p, int64_t o0, int tiles, int64_t r0, int rows) {
-  const int64_t n = p.cols;
-  const int weight_rows = tiles * kTile;
-  const std::byte* w[kGroupTiles * kTile];
-  for (int j = 0; j < weight_rows; ++j) {
-    const int64_t row = o0 + j < p.w_rows ? o0 + j : o0;
-    w[j] = p.w + row * n * kElementBytes<D>;
-  }
-  const float* x[kRowsPerPass];
-  for (int r = 0; r < rows; ++r) x[r] = p.x + (r0 + r) * n;
-  VF acc[kGroupTiles][kRowsPerPass][kTile];
-  for (int t = 0; t < tiles; ++t) {
-    for (int r = 0; r < rows; ++r) {
-      for (int j = 0; j < kTile; ++j) acc[t][r][j] = VF{};
+// The same for F32 and F16 tiles: one column at a time.
+template <DType D, int R, bool kPrefetch>
+__attribute__((always_inline)) inline void AccumulateColumns(const Step& s, VF (*acc)[2]) {
+  constexpr int64_t eb = kElementBytes<D>;
+  const std::byte* p = s.tile + s.first * eb;
+  const float* x = s.x;
+  for (int64_t c = 0; c < s.cols; ++c, p += kTile * eb, x += R) {
+    if constexpr (kPrefetch) {
+      for (int b = 0; b < kStepOutputs * eb; b += 64)
+        __builtin_prefetch(p + b + kPrefetchBytes, 0, 2);
+    }
+    const VF w0 = LoadWeights<D>(p, 0), w1 = LoadWeights<D>(p, kLanes);
+    for (int r = 0; r < R; ++r) {
+      const VF v = x[r] - VF{};
+      acc[r][0] += v * w0;
+      acc[r][1] += v * w1;
     }
   }
-  const int64_t main = n - n % kLanes;
-  const int64_t ahead = weight_rows * n * kElementBytes<D>;  // the next group's rows
-  // BF16/F16 chunks are widened once into a float32 copy that every register group reads:
-  // widening is exact, so the sums are the same as TilePass's, and the shifts no longer compete
-  // with the multiply-adds for execution ports.
-  alignas(64) float widened[kGroupTiles * kTile][kChunk];
-  const std::byte* wf[kGroupTiles * kTile];
-  for (int j = 0; j < weight_rows; ++j) wf[j] = reinterpret_cast<const std::byte*>(widened[j]);
-  for (int64_t begin = 0; begin < main; begin += kChunk) {
-    const int64_t end = begin + kChunk < main ? begin + kChunk : main;
-    if constexpr (D == DType::kF32) {
-      ForRowGroups<D>(rows, [&]<int XR>(int r) {
-        for (int t = 0; t < tiles; ++t) {
-          Accumulate<D, XR>(w + t * kTile, x + r, begin, end, acc[t] + r);
-        }
-      });
+}
+
+// The step for R rows. Each output is summed over the columns in order, one fused multiply-add
+// per column (matmul_kernel.h), whatever R is. Not inlined into its caller, and the prefetching
+// and plain loops are separate: with branches or the other steps' code around it, GCC no longer
+// keeps every accumulator in a register.
+template <DType D, int R>
+__attribute__((noinline)) void RunStep(const Step& s) {
+  VF acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = VF{};
+  if constexpr (D == DType::kBF16) {
+    if (s.prefetch) {
+      AccumulatePairs<R, true>(s, acc);
     } else {
-      for (int j = 0; j < weight_rows; ++j) {
-        for (int64_t i = begin; i < end; i += kLanes) {
-          __builtin_prefetch(w[j] + i * kElementBytes<D> + ahead, 0, 2);
-          const VF v = LoadWeights<D>(w[j], i);
-          std::memcpy(&widened[j][i - begin], &v, sizeof(v));
-        }
-      }
-      const float* xs[kRowsPerPass];
-      for (int r = 0; r < rows; ++r) xs[r] = x[r] + begin;
-      ForRowGroups<D>(rows, [&]<int XR>(int r) {
-        for (int t = 0; t < tiles; ++t) {
-          Accumulate<DType::kF32, XR>(wf + t * kTile, xs + r, 0, end - begin, acc[t] + r);
-        }
-      });
+      AccumulatePairs<R, false>(s, acc);
     }
+    if (s.cols % 2 != 0) {
+      const std::byte* last = s.tile + ((s.cols - 1) * kTile + s.first) * 2;
+      const VF w0 = LoadWeights<D>(last, 0), w1 = LoadWeights<D>(last, kLanes);
+      for (int r = 0; r < R; ++r) {
+        const VF v = s.x[(s.cols - 1) * R + r] - VF{};
+        acc[r][0] += v * w0;
+        acc[r][1] += v * w1;
+      }
+    }
+  } else if (s.prefetch) {
+    AccumulateColumns<D, R, true>(s, acc);
+  } else {
+    AccumulateColumns<D, R, false>(s, acc);
   }
-  for (int t = 0; t < tiles; ++t) {
-    if (main < n) {
-      ForRowGroups<D>(rows, [&]<int XR>(int r) {
-        AccumulateTail<D, XR>(w + t * kTile, x + r, main, n, acc[t] + r);
-      });
-    }
-    for (int r = 0; r < rows; ++r) {
-      float* out = p.out + (r0 + r) * p.w_rows;
-      for (int j = 0; j < kTile; ++j) {
-        const int64_t o = o0 + t * kTile + j;
-        if (o >= p.w_rows) break;
-        const float dot = Reduce(acc[t][r][j]);
-        out[o] = p.bias != nullptr ? dot + p.bias[o] : dot;
-      }
-    }
+  Store<R>(s, acc);
+}
+
+template <DType D, int R = 1>
+inline void RunStepFor(int rows, const Step& s) {
+  if constexpr (R <= kMaxRows) {
+    if (rows == R) return RunStep<D, R>(s);
+    RunStepFor<D, R + 1>(rows, s);
   }
 }
 
+// Scratch of one thread: the packed input rows, and a short tile widened to float32.
+struct Scratch {
+  float* x = nullptr;
+  int64_t x_size = 0;
+  float* tile = nullptr;
+  int64_t tile_size = 0;
+  ~Scratch() {
+    delete[] x;
+    delete[] tile;
+  }
+};
+
+inline float* Grow(float*& buffer, int64_t& size, int64_t needed) {
+  if (size < needed) {
+    delete[] buffer;
+    buffer = new float[needed];
+    size = needed;
+  }
+  return buffer;
+}
+
+// Outputs of tiles [tile_begin, tile_end) for input rows [row_begin, row_end). The rows go in
+// blocks of at most kMaxRows (sizes balanced), each packed column-major once; every tile then
+// passes over every block, streaming from memory on the first and from L2 after it.
 template <DType D>
 void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
              int64_t row_end) {
-  if (row_end - row_begin <= kMaxInputRows) {
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      TilePass<D>(p, tile * kTile, row_begin, static_cast<int>(row_end - row_begin));
+  static thread_local Scratch scratch;
+  const int64_t cols = p.cols;
+  const int64_t rows = row_end - row_begin;
+  const int64_t blocks = (rows + kMaxRows - 1) / kMaxRows;
+  float* xs = Grow(scratch.x, scratch.x_size, rows * cols);
+  // Block b holds rows [block_start(b), block_start(b + 1)): the first rows % blocks blocks get one
+  // row more than the others.
+  const auto block_start = [&](int64_t b) {
+    return b * (rows / blocks) + (b < rows % blocks ? b : rows % blocks);
+  };
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r0 = block_start(b);
+    const int64_t n = block_start(b + 1) - r0;
+    float* dst = xs + r0 * cols;
+    for (int64_t r = 0; r < n; ++r) {
+      const float* src = p.x + (row_begin + r0 + r) * cols;
+      for (int64_t c = 0; c < cols; ++c) dst[c * n + r] = src[c];
     }
-    return;
   }
-  for (int64_t tile = tile_begin; tile < tile_end; tile += kGroupTiles) {
-    const int tiles =
-        static_cast<int>(tile_end - tile < kGroupTiles ? tile_end - tile : kGroupTiles);
-    for (int64_t r = row_begin; r < row_end; r += kRowsPerPass) {
-      const int64_t rows = row_end - r < kRowsPerPass ? row_end - r : kRowsPerPass;
-      if (rows > kMaxInputRows) {
-        GroupPass<D>(p, tile * kTile, tiles, r, static_cast<int>(rows));
-      } else {
-        for (int t = 0; t < tiles; ++t) {
-          TilePass<D>(p, (tile + t) * kTile, r, static_cast<int>(rows));
+  const int64_t tile_bytes = kTile * cols * kElementBytes<D>;
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int64_t o0 = tile * kTile;
+    const int64_t m = p.w_rows - o0 < kTile ? p.w_rows - o0 : kTile;
+    const std::byte* data = p.w + tile * tile_bytes;
+    bool widened = false;
+    if (m < kTile) {
+      // The matrix's last, short tile: widened into a full float32 tile padded with zero weights
+      // (widening is exact, so each sum is the same as in a full tile of its dtype).
+      float* t = Grow(scratch.tile, scratch.tile_size, kTile * cols);
+      for (int64_t i = 0; i < kTile * cols; ++i) t[i] = 0.0f;
+      for (int64_t j = 0; j < m; ++j) {
+        for (int64_t c = 0; c < cols; ++c) {
+          // Element (j, c) of a short tile of m rows (matrix_layout.h).
+          const int64_t index =
+              D == DType::kBF16 && c < cols - cols % 2 ? (c / 2 * m + j) * 2 + c % 2 : c * m + j;
+          t[c * kTile + j] = LoadScalar<D>(data + index * kElementBytes<D>);
+        }
+      }
+      data = reinterpret_cast<const std::byte*>(t);
+      widened = true;
+    }
+    for (int64_t first = 0; first < m; first += kStepOutputs) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t r0 = block_start(b);
+        const int n = static_cast<int>(block_start(b + 1) - r0);
+        Step s;
+        s.tile = data;
+        s.cols = cols;
+        s.first = first;
+        s.x = xs + r0 * cols;
+        s.out = p.out + (row_begin + r0) * p.w_rows + o0 + first;
+        s.ld = p.w_rows;
+        s.valid = static_cast<int>(m - first < kStepOutputs ? m - first : kStepOutputs);
+        s.bias = p.bias != nullptr ? p.bias + o0 + first : nullptr;
+        s.prefetch = b == 0 && !widened;
+        if (widened) {
+          RunStepFor<DType::kF32>(n, s);
+        } else {
+          RunStepFor<D>(n, s);
         }
       }
     }

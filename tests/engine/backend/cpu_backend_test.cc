@@ -24,7 +24,7 @@ TEST(CpuBackendTest, CheckpointOnDiskMatchesReference) {
   TinyModel model(spec);
   const std::filesystem::path dir = MakeTempDir("checkpoint");
   ASSERT_TRUE(model.WriteCheckpoint(dir).ok());
-  auto checkpoint = Checkpoint::Open(dir);
+  auto checkpoint = Checkpoint::Open(dir, MatrixLayout::kTiles);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
 
   CpuBackendOptions options;

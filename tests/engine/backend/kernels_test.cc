@@ -10,6 +10,7 @@
 
 #include "engine/backend/cpu/kv_cache.h"
 #include "engine/backend/cpu/paged_attention.h"
+#include "engine/model/matrix_layout.h"
 #include "gtest/gtest.h"
 
 namespace vg::engine::cpu {
@@ -48,9 +49,11 @@ TEST(CpuBackendKernelsTest, HalfToFloatIsExactForAllBitPatterns) {
   }
 }
 
-// A [rows, cols] matrix stored as `dtype`, plus its exact values.
+// A [rows, cols] matrix stored as `dtype` (row-major in `bytes`, tiled in `tiled`, which `view`
+// points to), plus its exact values.
 struct StoredMatrix {
   std::vector<std::byte> bytes;
+  std::vector<std::byte> tiled;
   std::vector<double> values;
   WeightMatrix view;
 };
@@ -77,7 +80,9 @@ StoredMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) 
       m.values[i] = HalfReference(bits);
     }
   }
-  m.view = WeightMatrix{dtype, m.bytes.data(), rows, cols};
+  m.tiled = m.bytes;
+  RearrangeToTiles(dtype, rows, cols, m.tiled.data());
+  m.view = WeightMatrix{dtype, m.tiled.data(), rows, cols};
   return m;
 }
 
@@ -103,23 +108,27 @@ TEST(CpuBackendKernelsTest, DotMatchesReference) {
   }
 }
 
-// Tolerance for MatMul: |got - want| <= 2e-6 * sum_i |x_i w_i| + 1e-6 (float32 rounding). Every
-// kernel this CPU can run is checked, on sizes that exercise full vectors, tails, partial weight
-// tiles and every input-row group, and on a row count past one L2 block of rows.
+// Tolerance for MatMul: the bound of recursive summation in float32, |got - want| <=
+// (n + 1) * 2^-24 * sum_i |x_i w_i| + 1e-6 for n columns (each of the n additions and the bias
+// rounds once). Every kernel this CPU can run is checked, on sizes that exercise full and short
+// weight tiles, odd column counts (BF16 pairs), every row-block size up to two blocks of the
+// widest kernel, and a row count past one L2 block of rows.
 TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryKernelDtypeRowCountAndBias) {
   ThreadPool pool(3);
   ASSERT_FALSE(AvailableMatMulKernels().empty());
   EXPECT_STREQ(AvailableMatMulKernels().front().name, "baseline");
   for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      for (int64_t rows : {1, 2, 3, 4, 5, 7, 9}) {
+      for (int64_t rows : {1, 2, 3, 4, 5, 7, 9, 12, 13, 25}) {
         for (auto [out_f, in_f] : {std::pair<int64_t, int64_t>{1, 1},
                                    {5, 3},
                                    {13, 19},
-                                   {7, 33},
                                    {29, 70},
-                                   {9, 16},
-                                   {6, 64}}) {
+                                   {32, 1},
+                                   {32, 16},
+                                   {45, 33},
+                                   {64, 8},
+                                   {70, 37}}) {
           for (bool with_bias : {false, true}) {
             const StoredMatrix w = MakeMatrix(dtype, out_f, in_f, 11 + out_f);
             const auto x = RandomFloats(rows * in_f, 3 + rows);
@@ -134,7 +143,7 @@ TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryKernelDtypeRowCountAnd
                   want += x[r * in_f + i] * w.values[o * in_f + i];
                   mag += std::fabs(x[r * in_f + i] * w.values[o * in_f + i]);
                 }
-                ASSERT_NEAR(out[r * out_f + o], want, 2e-6 * mag + 1e-6)
+                ASSERT_NEAR(out[r * out_f + o], want, (in_f + 1) * 0x1p-24 * mag + 1e-6)
                     << kernel.name << " dtype " << static_cast<int>(dtype) << " rows " << rows
                     << " out " << out_f << " in " << in_f << " r " << r << " o " << o;
               }
@@ -147,8 +156,8 @@ TEST(CpuBackendKernelsTest, MatMulMatchesReferenceForEveryKernelDtypeRowCountAnd
 }
 
 TEST(CpuBackendKernelsTest, MatMulHandlesMoreRowsThanOneCacheBlock) {
-  // 2048 columns make a block of 64 rows; 150 rows span three blocks.
-  constexpr int64_t kRows = 150, kOut = 6, kIn = 2048;
+  // Blocks hold at least 96 rows (kernels.cc): 200 rows span three.
+  constexpr int64_t kRows = 200, kOut = 40, kIn = 2048;
   const StoredMatrix w = MakeMatrix(DType::kBF16, kOut, kIn, 5);
   const auto x = RandomFloats(kRows * kIn, 6);
   ThreadPool pool(2);
@@ -162,7 +171,8 @@ TEST(CpuBackendKernelsTest, MatMulHandlesMoreRowsThanOneCacheBlock) {
           want += x[r * kIn + i] * w.values[o * kIn + i];
           mag += std::fabs(x[r * kIn + i] * w.values[o * kIn + i]);
         }
-        ASSERT_NEAR(out[r * kOut + o], want, 2e-6 * mag + 1e-6) << kernel.name << " r " << r;
+        ASSERT_NEAR(out[r * kOut + o], want, (kIn + 1) * 0x1p-24 * mag + 1e-6)
+            << kernel.name << " r " << r;
       }
     }
   }
@@ -171,22 +181,48 @@ TEST(CpuBackendKernelsTest, MatMulHandlesMoreRowsThanOneCacheBlock) {
 // Batch invariance: row r's outputs are bit-identical whatever the row count and thread count,
 // for every kernel.
 TEST(CpuBackendKernelsTest, MatMulIsBitIdenticalAcrossRowCountsAndThreads) {
-  const StoredMatrix w = MakeMatrix(DType::kBF16, 23, 37, 4);
-  const auto x = RandomFloats(9 * 37, 8);
+  constexpr int64_t kOut = 87, kIn = 37, kRows = 27;  // two full tiles and a short one
+  const StoredMatrix w = MakeMatrix(DType::kBF16, kOut, kIn, 4);
+  const auto x = RandomFloats(kRows * kIn, 8);
   for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
-    for (int64_t row = 0; row < 9; ++row) {
-      ThreadPool one(1);
-      std::vector<float> alone(23);
-      MatMul(one, x.data() + row * 37, 1, w.view, nullptr, alone.data(), &kernel);
-      for (int threads : {1, 2, 4, 7}) {
-        ThreadPool pool(threads);
-        std::vector<float> batched(9 * 23);
-        MatMul(pool, x.data(), 9, w.view, nullptr, batched.data(), &kernel);
-        for (int o = 0; o < 23; ++o) {
-          ASSERT_EQ(std::memcmp(&batched[row * 23 + o], &alone[o], sizeof(float)), 0)
-              << kernel.name << ", " << threads << " threads, row " << row << ", feature " << o;
+    ThreadPool one(1);
+    std::vector<float> alone(kRows * kOut);
+    for (int64_t row = 0; row < kRows; ++row) {
+      MatMul(one, x.data() + row * kIn, 1, w.view, nullptr, alone.data() + row * kOut, &kernel);
+    }
+    for (int threads : {1, 2, 4, 7}) {
+      ThreadPool pool(threads);
+      for (int64_t rows : {2, 5, 13, 27}) {
+        std::vector<float> batched(rows * kOut);
+        MatMul(pool, x.data(), rows, w.view, nullptr, batched.data(), &kernel);
+        for (int64_t i = 0; i < rows * kOut; ++i) {
+          ASSERT_EQ(std::memcmp(&batched[i], &alone[i], sizeof(float)), 0)
+              << kernel.name << ", " << threads << " threads, " << rows << " rows, row " << i / kOut
+              << ", feature " << i % kOut;
         }
       }
+    }
+  }
+}
+
+// The recipe of matmul_kernel.h: every kernel with fused multiply-adds (AVX2 and AVX-512) sums
+// each output in the same order, so they agree bit for bit (the baseline rounds each product).
+TEST(CpuBackendKernelsTest, FusedMultiplyAddKernelsAgreeBitForBit) {
+  std::vector<const MatMulKernel*> fused;
+  for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+    if (std::string(kernel.name) != "baseline") fused.push_back(&kernel);
+  }
+  if (fused.size() < 2) GTEST_SKIP() << "this CPU has fewer than two FMA kernels";
+  ThreadPool pool(2);
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const StoredMatrix w = MakeMatrix(dtype, 70, 45, 21);
+    const auto x = RandomFloats(17 * 45, 22);
+    std::vector<float> first(17 * 70), other(17 * 70);
+    MatMul(pool, x.data(), 17, w.view, nullptr, first.data(), fused[0]);
+    for (size_t k = 1; k < fused.size(); ++k) {
+      MatMul(pool, x.data(), 17, w.view, nullptr, other.data(), fused[k]);
+      EXPECT_EQ(std::memcmp(first.data(), other.data(), first.size() * 4), 0)
+          << fused[0]->name << " vs " << fused[k]->name << ", dtype " << static_cast<int>(dtype);
     }
   }
 }

@@ -1,7 +1,10 @@
 #include "engine/model/checkpoint.h"
 
+#include <cstring>
 #include <string>
+#include <vector>
 
+#include "engine/model/matrix_layout.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -228,6 +231,41 @@ TEST_F(CheckpointTest, UntiedEmbeddings) {
   auto tied = Checkpoint::Open(dir());
   ASSERT_TRUE(tied.ok()) << tied.status();
   ExpectSameBytes((*tied)->weights().lm_head, Find(tensors, "lm_head.weight"));
+}
+
+// Opened with MatrixLayout::kTiles, the product matrices (and the embedding, when lm_head is it)
+// are rearranged in memory and say so; everything else keeps the file's bytes.
+TEST_F(CheckpointTest, OpensWithMatricesInTiles) {
+  for (bool tied : {true, false}) {
+    json config = test::TinyConfigJson();
+    config["tie_word_embeddings"] = tied;
+    const auto tensors = test::TinyCheckpointTensors(config, DType::kBF16);
+    WriteCheckpoint(config, tied ? Without(tensors, "lm_head.weight") : tensors);
+    auto checkpoint = Checkpoint::Open(dir(), MatrixLayout::kTiles);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    const ModelWeights& w = (*checkpoint)->weights();
+    const auto expect_tiled = [&](const TensorView& view, const std::string& name) {
+      EXPECT_EQ(view.layout, MatrixLayout::kTiles) << name;
+      const TestTensor& stored = Find(tensors, name);
+      std::vector<std::byte> want(stored.bytes.size());
+      std::memcpy(want.data(), stored.bytes.data(), want.size());
+      RearrangeToTiles(view.dtype, view.shape[0], view.shape[1], want.data());
+      EXPECT_EQ(std::memcmp(view.data, want.data(), want.size()), 0) << name;
+    };
+    expect_tiled(w.lm_head, tied ? "model.embed_tokens.weight" : "lm_head.weight");
+    if (tied) {
+      EXPECT_EQ(w.embed_tokens.layout, MatrixLayout::kTiles);
+    } else {
+      EXPECT_EQ(w.embed_tokens.layout, MatrixLayout::kRowMajor);
+      ExpectSameBytes(w.embed_tokens, Find(tensors, "model.embed_tokens.weight"));
+    }
+    expect_tiled(w.layers[1].q_proj, "model.layers.1.self_attn.q_proj.weight");
+    expect_tiled(w.layers[0].down_proj, "model.layers.0.mlp.down_proj.weight");
+    EXPECT_EQ(w.final_norm.layout, MatrixLayout::kRowMajor);
+    ExpectSameBytes(w.final_norm, Find(tensors, "model.norm.weight"));
+    ExpectSameBytes(w.layers[0].input_layernorm,
+                    Find(tensors, "model.layers.0.input_layernorm.weight"));
+  }
 }
 
 TEST_F(CheckpointTest, AttentionBias) {
