@@ -137,8 +137,25 @@ void MatMuls(ThreadPool& pool, const float* x, int64_t rows, std::span<const Mat
   constexpr int64_t kBlockBytes = 512 * 1024;
   constexpr int64_t kMinBlockRows = 96;
   const int64_t block = std::max<int64_t>(kMinBlockRows, kBlockBytes / (cols * 4) / 12 * 12);
+  // The block's rows are packed once for every target and thread (in parallel when there are
+  // enough of them to pay for a fork/join).
+  static thread_local std::vector<float> packed;
   for (int64_t row_begin = 0; row_begin < rows; row_begin += block) {
     const int64_t row_end = std::min(rows, row_begin + block);
+    const int64_t n = row_end - row_begin;
+    const int64_t groups = (n + k.max_rows - 1) / k.max_rows;
+    if (packed.size() < static_cast<size_t>(n * cols)) packed.resize(n * cols);
+    const float* block_x = x + row_begin * cols;
+    float* block_packed = packed.data();  // the caller's buffer (a lambda naming `packed` would
+                                          // get each worker's own thread_local)
+    if (groups > 1 && n * cols >= 64 * 1024) {
+      pool.ParallelFor(groups, [&](int64_t begin, int64_t end) {
+        k.pack_rows(block_x, n, cols, begin, end, block_packed);
+      });
+    } else {
+      k.pack_rows(block_x, n, cols, 0, groups, block_packed);
+    }
+    for (MatMulProblem& p : problems) p.x = block_packed;
     pool.ParallelFor(tiles, [&](int64_t begin, int64_t end) {
       for (size_t i = 0; i < problems.size(); ++i) {
         const int64_t lo = std::max(begin, first_tile[i]);

@@ -8,6 +8,9 @@ namespace vg::engine::cpu {
 
 // Defined once per ISA by matmul_kernel_impl.h.
 namespace baseline {
+int MaxRows();
+void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, int64_t group_end,
+              float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
 void AttentionScores(const AttentionProblem& a, float* scores);
@@ -15,12 +18,18 @@ void AttentionValues(const AttentionProblem& a, const float* weights, float* out
 }  // namespace baseline
 #if defined(VG_MATMUL_X86_KERNELS)
 namespace avx2 {
+int MaxRows();
+void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, int64_t group_end,
+              float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
 void AttentionScores(const AttentionProblem& a, float* scores);
 void AttentionValues(const AttentionProblem& a, const float* weights, float* out);
 }  // namespace avx2
 namespace avx512 {
+int MaxRows();
+void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, int64_t group_end,
+              float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
 void AttentionScores(const AttentionProblem& a, float* scores);
@@ -31,17 +40,19 @@ void AttentionValues(const AttentionProblem& a, const float* weights, float* out
 namespace {
 
 std::vector<MatMulKernel> DetectKernels() {
-  std::vector<MatMulKernel> kernels = {
-      {"baseline", 4, baseline::MatMulTiles, baseline::AttentionScores, baseline::AttentionValues}};
+  std::vector<MatMulKernel> kernels = {{"baseline", 4, baseline::MaxRows(), baseline::PackRows,
+                                        baseline::MatMulTiles, baseline::AttentionScores,
+                                        baseline::AttentionValues}};
 #if defined(VG_MATMUL_X86_KERNELS)
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2)
-    kernels.push_back({"avx2", 8, avx2::MatMulTiles, avx2::AttentionScores, avx2::AttentionValues});
+    kernels.push_back({"avx2", 8, avx2::MaxRows(), avx2::PackRows, avx2::MatMulTiles,
+                       avx2::AttentionScores, avx2::AttentionValues});
   if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-    kernels.push_back(
-        {"avx512", 16, avx512::MatMulTiles, avx512::AttentionScores, avx512::AttentionValues});
+    kernels.push_back({"avx512", 16, avx512::MaxRows(), avx512::PackRows, avx512::MatMulTiles,
+                       avx512::AttentionScores, avx512::AttentionValues});
   }
 #endif
   return kernels;

@@ -34,7 +34,7 @@ namespace vg::engine::cpu {
 // One matrix product out = x W^T (+ bias), W [w_rows, cols] in its stored dtype and in the tile
 // layout of engine/model/matrix_layout.h.
 struct MatMulProblem {
-  const float* x = nullptr;  // [rows, cols]
+  const float* x = nullptr;  // the input rows of the call, as PackRows packed them
   int64_t rows = 0;
   DType dtype = DType::kF32;
   const std::byte* w = nullptr;  // tiled; elements need not be aligned
@@ -47,7 +47,16 @@ struct MatMulProblem {
 // Weight rows are processed in the layout's tiles: the unit of work split between threads.
 inline constexpr int64_t kMatMulWeightTile = kTileRows;
 
-// Computes the outputs of weight tiles [tile_begin, tile_end) for input rows [row_begin, row_end).
+// Input rows are multiplied in groups of at most MatMulKernel::max_rows (sizes balanced: the
+// first rows % groups groups of ceil(rows / max_rows) groups get one row more). PackRows copies
+// groups [group_begin, group_end) of x [rows, cols] into `packed` ([rows * cols] floats), each
+// group of n rows column-major (packed[group start * cols + c * n + r]), so that one column of a
+// group is n consecutive floats.
+using PackRowsFn = void (*)(const float* x, int64_t rows, int64_t cols, int64_t group_begin,
+                            int64_t group_end, float* packed);
+
+// Computes the outputs of weight tiles [tile_begin, tile_end) for input rows [row_begin, row_end)
+// of out; p.x holds just those rows, packed.
 using MatMulTilesFn = void (*)(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end,
                                int64_t row_begin, int64_t row_end);
 
@@ -78,6 +87,8 @@ using AttentionValuesFn = void (*)(const AttentionProblem& a, const float* weigh
 struct MatMulKernel {
   const char* name;  // "baseline", "avx2", "avx512"
   int lanes;         // float lanes of one accumulator
+  int max_rows;      // input rows sharing one pass over a weight tile
+  PackRowsFn pack_rows;
   MatMulTilesFn tiles;
   AttentionScoresFn attention_scores;
   AttentionValuesFn attention_values;

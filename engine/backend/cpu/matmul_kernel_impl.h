@@ -262,52 +262,31 @@ inline void RunStepFor(int rows, const Step& s) {
   }
 }
 
-// Scratch of one thread: the packed input rows, and a short tile widened to float32.
+// Scratch of one thread: a short tile widened to float32.
 struct Scratch {
-  float* x = nullptr;
-  int64_t x_size = 0;
   float* tile = nullptr;
   int64_t tile_size = 0;
-  ~Scratch() {
-    delete[] x;
-    delete[] tile;
-  }
+  ~Scratch() { delete[] tile; }
 };
 
-inline float* Grow(float*& buffer, int64_t& size, int64_t needed) {
-  if (size < needed) {
-    delete[] buffer;
-    buffer = new float[needed];
-    size = needed;
-  }
-  return buffer;
+// Rows go in groups of at most kMaxRows, sizes balanced: the first rows % groups groups get one
+// row more than the others. Group g holds rows [GroupStart(g), GroupStart(g + 1)).
+inline int64_t RowGroups(int64_t rows) { return (rows + kMaxRows - 1) / kMaxRows; }
+
+inline int64_t GroupStart(int64_t rows, int64_t groups, int64_t g) {
+  return g * (rows / groups) + (g < rows % groups ? g : rows % groups);
 }
 
-// Outputs of tiles [tile_begin, tile_end) for input rows [row_begin, row_end). The rows go in
-// blocks of at most kMaxRows (sizes balanced), each packed column-major once; every tile then
-// passes over every block, streaming from memory on the first and from L2 after it.
+// Outputs of tiles [tile_begin, tile_end) for input rows [row_begin, row_end), which p.x holds as
+// PackRows packed them. Every tile passes over every row group, streaming from memory on the
+// first and from L2 after it.
 template <DType D>
 void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
              int64_t row_end) {
   static thread_local Scratch scratch;
   const int64_t cols = p.cols;
   const int64_t rows = row_end - row_begin;
-  const int64_t blocks = (rows + kMaxRows - 1) / kMaxRows;
-  float* xs = Grow(scratch.x, scratch.x_size, rows * cols);
-  // Block b holds rows [block_start(b), block_start(b + 1)): the first rows % blocks blocks get one
-  // row more than the others.
-  const auto block_start = [&](int64_t b) {
-    return b * (rows / blocks) + (b < rows % blocks ? b : rows % blocks);
-  };
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t r0 = block_start(b);
-    const int64_t n = block_start(b + 1) - r0;
-    float* dst = xs + r0 * cols;
-    for (int64_t r = 0; r < n; ++r) {
-      const float* src = p.x + (row_begin + r0 + r) * cols;
-      for (int64_t c = 0; c < cols; ++c) dst[c * n + r] = src[c];
-    }
-  }
+  const int64_t groups = RowGroups(rows);
   const int64_t tile_bytes = kTile * cols * kElementBytes<D>;
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     const int64_t o0 = tile * kTile;
@@ -317,7 +296,12 @@ void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64
     if (m < kTile) {
       // The matrix's last, short tile: widened into a full float32 tile padded with zero weights
       // (widening is exact, so each sum is the same as in a full tile of its dtype).
-      float* t = Grow(scratch.tile, scratch.tile_size, kTile * cols);
+      if (scratch.tile_size < kTile * cols) {
+        delete[] scratch.tile;
+        scratch.tile = new float[kTile * cols];
+        scratch.tile_size = kTile * cols;
+      }
+      float* t = scratch.tile;
       for (int64_t i = 0; i < kTile * cols; ++i) t[i] = 0.0f;
       for (int64_t j = 0; j < m; ++j) {
         for (int64_t c = 0; c < cols; ++c) {
@@ -331,19 +315,19 @@ void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64
       widened = true;
     }
     for (int64_t first = 0; first < m; first += kStepOutputs) {
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t r0 = block_start(b);
-        const int n = static_cast<int>(block_start(b + 1) - r0);
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t r0 = GroupStart(rows, groups, g);
+        const int n = static_cast<int>(GroupStart(rows, groups, g + 1) - r0);
         Step s;
         s.tile = data;
         s.cols = cols;
         s.first = first;
-        s.x = xs + r0 * cols;
+        s.x = p.x + r0 * cols;
         s.out = p.out + (row_begin + r0) * p.w_rows + o0 + first;
         s.ld = p.w_rows;
         s.valid = static_cast<int>(m - first < kStepOutputs ? m - first : kStepOutputs);
         s.bias = p.bias != nullptr ? p.bias + o0 + first : nullptr;
-        s.prefetch = b == 0 && !widened;
+        s.prefetch = g == 0 && !widened;
         if (widened) {
           RunStepFor<DType::kF32>(n, s);
         } else {
@@ -456,6 +440,22 @@ void AttentionValues(const AttentionProblem& a, const float* weights, float* out
       return ValuesOf<DType::kBF16>(a, weights, out);
     case DType::kF16:
       return ValuesOf<DType::kF16>(a, weights, out);
+  }
+}
+
+int MaxRows() { return kMaxRows; }
+
+void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, int64_t group_end,
+              float* packed) {
+  const int64_t groups = RowGroups(rows);
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    const int64_t r0 = GroupStart(rows, groups, g);
+    const int64_t n = GroupStart(rows, groups, g + 1) - r0;
+    float* dst = packed + r0 * cols;
+    for (int64_t r = 0; r < n; ++r) {
+      const float* src = x + (r0 + r) * cols;
+      for (int64_t c = 0; c < cols; ++c) dst[c * n + r] = src[c];
+    }
   }
 }
 
