@@ -315,17 +315,46 @@ void ForwardPass::Attend(int64_t index, const BatchPlan& plan) {
   params.scaling = scaling_;
   params.softcap = attn_softcap_;
   const int64_t group = heads / kv_heads;
-  pool_.ParallelFor(t * heads, [&](int64_t begin, int64_t end) {
+  // Work items: up to kMaxAttentionRows consecutive rows of one sequence (a prefill's rows see
+  // nearly the same positions, whose K and V are then read once for all of them) x one head.
+  row_groups_.clear();
+  for (int64_t r = 0; r < t;) {
+    int64_t end = r + 1;
+    while (end < t && end - r < kMaxAttentionRows && rows_[end].entry == rows_[r].entry) ++end;
+    row_groups_.push_back(r);
+    r = end;
+  }
+  row_groups_.push_back(t);
+  const int64_t groups = static_cast<int64_t>(row_groups_.size()) - 1;
+  pool_.ParallelFor(groups * heads, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t r = item / heads;
+      const int64_t g = item / heads;
       const int64_t head = item % heads;
-      const Row& row = rows_[r];
-      const int64_t lo = FirstVisiblePosition(row.position, layer.window);
-      EnsureSize(scores, static_cast<size_t>(row.position - lo + 1));
-      AttendHead(&q_[(r * heads + head) * head_dim], kv, plan.entries[row.entry].block_table,
-                 head / group, lo, row.position, params, scores.data(),
-                 &attn_[(r * heads + head) * head_dim]);
+      const int64_t first = row_groups_[g];
+      const int64_t count = row_groups_[g + 1] - first;
+      int64_t positions[kMaxAttentionRows];
+      int64_t total = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const Row& row = rows_[first + i];
+        positions[i] = row.position - FirstVisiblePosition(row.position, layer.window) + 1;
+        total += positions[i];
+      }
+      EnsureSize(scores, static_cast<size_t>(total));
+      AttentionQuery queries[kMaxAttentionRows];
+      int64_t offset = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t r = first + i;
+        const Row& row = rows_[r];
+        queries[i].q = &q_[(r * heads + head) * head_dim];
+        queries[i].lo = FirstVisiblePosition(row.position, layer.window);
+        queries[i].hi = row.position;
+        queries[i].scores = scores.data() + offset;
+        queries[i].out = &attn_[(r * heads + head) * head_dim];
+        offset += positions[i];
+      }
+      AttendHeads(std::span<const AttentionQuery>(queries, count), kv,
+                  plan.entries[rows_[first].entry].block_table, head / group, params);
     }
   });
 }

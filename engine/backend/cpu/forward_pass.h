@@ -95,6 +95,7 @@ class ForwardPass {
 
   // Per-Forward state and scratch (capacity reused across calls).
   std::vector<Row> rows_;
+  std::vector<int64_t> row_groups_;  // Attend's groups of rows: [row_groups_[g], row_groups_[g+1])
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<float> norm_weight_, q_bias_, k_bias_, v_bias_, o_bias_;

@@ -13,8 +13,9 @@ void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, i
               float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
-void AttentionScores(const AttentionProblem& a, float* scores);
-void AttentionValues(const AttentionProblem& a, const float* weights, float* out);
+void AttentionScores(const AttentionProblem* a, int count, float* const* scores);
+void AttentionValues(const AttentionProblem* a, int count, const float* const* weights,
+                     float* const* out);
 }  // namespace baseline
 #if defined(VG_MATMUL_X86_KERNELS)
 namespace avx2 {
@@ -23,8 +24,9 @@ void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, i
               float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
-void AttentionScores(const AttentionProblem& a, float* scores);
-void AttentionValues(const AttentionProblem& a, const float* weights, float* out);
+void AttentionScores(const AttentionProblem* a, int count, float* const* scores);
+void AttentionValues(const AttentionProblem* a, int count, const float* const* weights,
+                     float* const* out);
 }  // namespace avx2
 namespace avx512 {
 int MaxRows();
@@ -32,8 +34,9 @@ void PackRows(const float* x, int64_t rows, int64_t cols, int64_t group_begin, i
               float* packed);
 void MatMulTiles(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64_t row_begin,
                  int64_t row_end);
-void AttentionScores(const AttentionProblem& a, float* scores);
-void AttentionValues(const AttentionProblem& a, const float* weights, float* out);
+void AttentionScores(const AttentionProblem* a, int count, float* const* scores);
+void AttentionValues(const AttentionProblem* a, int count, const float* const* weights,
+                     float* const* out);
 }  // namespace avx512
 #endif
 

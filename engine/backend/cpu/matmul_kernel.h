@@ -78,11 +78,19 @@ struct AttentionProblem {
   int64_t hi = 0;
 };
 
-// scores[p - lo] = q . K[p] for p in [lo, hi]; each one summed by the recipe above (lanes over
-// the head dimension, then halving), independently of the others.
-using AttentionScoresFn = void (*)(const AttentionProblem& a, float* scores);
-// out[d] = sum of weights[p - lo] * V[p][d] over p = lo, lo + 1, ..., hi, in that order.
-using AttentionValuesFn = void (*)(const AttentionProblem& a, const float* weights, float* out);
+// The attention functions take 1..kMaxAttentionRows problems at once: query rows that share
+// keys, values, block table and kv head (one sequence, one kv head) and differ in q, lo and hi.
+// Positions that several rows see are loaded once for all of them; each row's results are the
+// same as alone.
+inline constexpr int64_t kMaxAttentionRows = 4;
+
+// scores[r][p - a[r].lo] = a[r].q . K[p] for p in [a[r].lo, a[r].hi]; each one summed by the
+// recipe above (lanes over the head dimension, then halving), independently of the others.
+using AttentionScoresFn = void (*)(const AttentionProblem* a, int count, float* const* scores);
+// out[r][d] = sum of weights[r][p - a[r].lo] * V[p][d] over p = a[r].lo, ..., a[r].hi, in that
+// order.
+using AttentionValuesFn = void (*)(const AttentionProblem* a, int count,
+                                   const float* const* weights, float* const* out);
 
 struct MatMulKernel {
   const char* name;  // "baseline", "avx2", "avx512"

@@ -356,90 +356,197 @@ inline VF LoadPadded(const std::byte* row, int64_t begin, int64_t count) {
   return LoadWeights<D>(padded, 0);
 }
 
-// Scores of G consecutive positions from p0: G independent chains, so the multiply-adds of
-// neighbouring positions overlap; each position's sum is the same as alone.
-template <DType D, int G>
-inline void ScoreGroup(const AttentionProblem& a, int64_t p0, VF q_tail, float* scores) {
-  const int64_t n = a.head_dim;
+// kLanes copies of x (x - 0 is x, so this is a plain broadcast).
+inline VF Broadcast(float x) { return x - VF{}; }
+
+// Query rows whose attention loops share each load of K and V: rows of one sequence and one kv
+// head, consecutive in a prefill, see nearly the same positions.
+constexpr int kAttentionRows = static_cast<int>(kMaxAttentionRows);
+
+// The scores of Q query rows for G consecutive positions from p0, which every row sees: Q x G
+// independent chains over the head dimension, each K vector loaded once for all rows. Each
+// score's sum is the same as it would be alone (matmul_kernel.h).
+template <DType D, int Q, int G>
+inline void ScoreBlock(const AttentionProblem* a, int64_t p0, const VF* q_tail,
+                       float* const* scores) {
+  const int64_t n = a[0].head_dim;
   const int64_t main = n - n % kLanes;
   const std::byte* k[G];
-  for (int j = 0; j < G; ++j) k[j] = SlotOf(a, a.keys, p0 + j);
-  VF acc[G] = {};
+  for (int j = 0; j < G; ++j) k[j] = SlotOf(a[0], a[0].keys, p0 + j);
+  VF acc[Q][G] = {};
   for (int64_t i = 0; i < main; i += kLanes) {
-    const VF qv = LoadFloats(a.q + i);
-    for (int j = 0; j < G; ++j) acc[j] += qv * LoadWeights<D>(k[j], i);
+    VF kv[G];
+    for (int j = 0; j < G; ++j) kv[j] = LoadWeights<D>(k[j], i);
+    for (int r = 0; r < Q; ++r) {
+      const VF qv = LoadFloats(a[r].q + i);
+      for (int j = 0; j < G; ++j) acc[r][j] += qv * kv[j];
+    }
   }
   if (main < n) {
-    for (int j = 0; j < G; ++j) acc[j] += q_tail * LoadPadded<D>(k[j], main, n - main);
+    for (int j = 0; j < G; ++j) {
+      const VF kv = LoadPadded<D>(k[j], main, n - main);
+      for (int r = 0; r < Q; ++r) acc[r][j] += q_tail[r] * kv;
+    }
   }
-  for (int j = 0; j < G; ++j) scores[p0 + j - a.lo] = Reduce(acc[j]);
+  for (int r = 0; r < Q; ++r) {
+    for (int j = 0; j < G; ++j) scores[r][p0 + j - a[r].lo] = Reduce(acc[r][j]);
+  }
 }
 
-template <DType D>
-void ScoresOf(const AttentionProblem& a, float* scores) {
-  const int64_t n = a.head_dim;
+// Positions [from, to] for Q rows that all see them: blocks of positions, then one at a time.
+template <DType D, int Q>
+inline void ScoreRange(const AttentionProblem* a, int64_t from, int64_t to, const VF* q_tail,
+                       float* const* scores) {
+  // Q x G accumulators, G keys and a query vector must fit the registers (32 or 16).
+  constexpr int kGroup = Q == 1 ? 4 : (kLanes >= 16 ? 4 : 2);
+  int64_t p = from;
+  for (; p + kGroup - 1 <= to; p += kGroup) ScoreBlock<D, Q, kGroup>(a, p, q_tail, scores);
+  for (; p <= to; ++p) ScoreBlock<D, Q, 1>(a, p, q_tail, scores);
+}
+
+template <DType D, int Q>
+void ScoresOf(const AttentionProblem* a, float* const* scores) {
+  const int64_t n = a[0].head_dim;
   const int64_t main = n - n % kLanes;
-  float q_tail[kLanes] = {};
-  std::memcpy(q_tail, a.q + main, (n - main) * sizeof(float));
-  const VF qt = LoadFloats(q_tail);
-  constexpr int kGroup = 4;
-  int64_t p = a.lo;
-  for (; p + kGroup - 1 <= a.hi; p += kGroup) ScoreGroup<D, kGroup>(a, p, qt, scores);
-  for (; p <= a.hi; ++p) ScoreGroup<D, 1>(a, p, qt, scores);
+  VF q_tail[Q];
+  int64_t lo = a[0].lo, hi = a[0].hi;
+  for (int r = 0; r < Q; ++r) {
+    float tail[kLanes] = {};
+    std::memcpy(tail, a[r].q + main, (n - main) * sizeof(float));
+    q_tail[r] = LoadFloats(tail);
+    lo = a[r].lo > lo ? a[r].lo : lo;
+    hi = a[r].hi < hi ? a[r].hi : hi;
+  }
+  if (Q == 1 || lo > hi) {
+    for (int r = 0; r < Q; ++r) ScoreRange<D, 1>(a + r, a[r].lo, a[r].hi, q_tail + r, scores + r);
+    return;
+  }
+  // Every row sees [lo, hi]; what one row sees beyond it, it scores alone.
+  for (int r = 0; r < Q; ++r) {
+    ScoreRange<D, 1>(a + r, a[r].lo, lo - 1, q_tail + r, scores + r);
+    ScoreRange<D, 1>(a + r, hi + 1, a[r].hi, q_tail + r, scores + r);
+  }
+  ScoreRange<D, Q>(a, lo, hi, q_tail, scores);
 }
 
-// out[d0, d0 + C * kLanes) over every position, the C output vectors held in registers.
+// acc[c] += weight(p) * V[p][d0 + c * kLanes ...] for p = from, ..., to, in that order.
 template <DType D, int C>
-inline void ValuePass(const AttentionProblem& a, const float* weights, int64_t d0, float* out) {
-  VF acc[C] = {};
-  for (int64_t p = a.lo; p <= a.hi; ++p) {
-    const VF w = VF{} + weights[p - a.lo];
+inline void AddValues(const AttentionProblem& a, const float* weights, int64_t from, int64_t to,
+                      int64_t d0, VF* acc) {
+  for (int64_t p = from; p <= to; ++p) {
+    const VF w = Broadcast(weights[p - a.lo]);
     const std::byte* v = SlotOf(a, a.values, p);
     for (int c = 0; c < C; ++c) acc[c] += w * LoadWeights<D>(v, d0 + c * kLanes);
   }
-  std::memcpy(out + d0, acc, sizeof(acc));
+}
+
+// out[r][d0, d0 + C * kLanes) for Q rows, the Q x C output vectors held in registers; each row
+// adds its positions in increasing order, those every row sees with one load of V for all.
+template <DType D, int Q, int C>
+inline void ValueBlock(const AttentionProblem* a, const float* const* weights, int64_t lo,
+                       int64_t hi, int64_t d0, float* const* out) {
+  VF acc[Q][C] = {};
+  for (int r = 0; r < Q; ++r) AddValues<D, C>(a[r], weights[r], a[r].lo, lo - 1, d0, acc[r]);
+  for (int64_t p = lo; p <= hi; ++p) {
+    const std::byte* v = SlotOf(a[0], a[0].values, p);
+    VF vv[C];
+    for (int c = 0; c < C; ++c) vv[c] = LoadWeights<D>(v, d0 + c * kLanes);
+    for (int r = 0; r < Q; ++r) {
+      const VF w = Broadcast(weights[r][p - a[r].lo]);
+      for (int c = 0; c < C; ++c) acc[r][c] += w * vv[c];
+    }
+  }
+  for (int r = 0; r < Q; ++r) {
+    AddValues<D, C>(a[r], weights[r], hi + 1, a[r].hi, d0, acc[r]);
+    std::memcpy(out[r] + d0, acc[r], sizeof(acc[r]));
+  }
+}
+
+template <DType D, int Q>
+void ValuesOf(const AttentionProblem* a, const float* const* weights, float* const* out) {
+  const int64_t n = a[0].head_dim;
+  const int64_t main = n - n % kLanes;
+  int64_t lo = a[0].lo, hi = a[0].hi;
+  for (int r = 0; r < Q; ++r) {
+    lo = a[r].lo > lo ? a[r].lo : lo;
+    hi = a[r].hi < hi ? a[r].hi : hi;
+  }
+  if (Q > 1 && lo > hi) {
+    for (int r = 0; r < Q; ++r) ValuesOf<D, 1>(a + r, weights + r, out + r);
+    return;
+  }
+  // Q x C accumulators, C values and a broadcast weight within the registers (32 or 16).
+  constexpr int kVectors = Q == 1 ? 8 : (kLanes >= 16 ? 4 : 2);
+  int64_t d = 0;
+  for (; d + kVectors * kLanes <= main; d += kVectors * kLanes) {
+    ValueBlock<D, Q, kVectors>(a, weights, lo, hi, d, out);
+  }
+  for (; d < main; d += kLanes) ValueBlock<D, Q, 1>(a, weights, lo, hi, d, out);
+  if (main < n) {
+    for (int r = 0; r < Q; ++r) {
+      VF acc = {};
+      for (int64_t p = a[r].lo; p <= a[r].hi; ++p) {
+        acc += Broadcast(weights[r][p - a[r].lo]) *
+               LoadPadded<D>(SlotOf(a[r], a[r].values, p), main, n - main);
+      }
+      std::memcpy(out[r] + main, &acc, (n - main) * sizeof(float));
+    }
+  }
 }
 
 template <DType D>
-void ValuesOf(const AttentionProblem& a, const float* weights, float* out) {
-  const int64_t n = a.head_dim;
-  const int64_t main = n - n % kLanes;
-  constexpr int kVectors = 8;
-  int64_t d = 0;
-  for (; d + kVectors * kLanes <= main; d += kVectors * kLanes) {
-    ValuePass<D, kVectors>(a, weights, d, out);
-  }
-  for (; d < main; d += kLanes) ValuePass<D, 1>(a, weights, d, out);
-  if (main < n) {
-    VF acc = {};
-    for (int64_t p = a.lo; p <= a.hi; ++p) {
-      acc += (VF{} + weights[p - a.lo]) * LoadPadded<D>(SlotOf(a, a.values, p), main, n - main);
-    }
-    std::memcpy(out + main, &acc, (n - main) * sizeof(float));
+void ScoresFor(const AttentionProblem* a, int count, float* const* scores) {
+  switch (count) {
+    case 1:
+      return ScoresOf<D, 1>(a, scores);
+    case 2:
+      return ScoresOf<D, 2>(a, scores);
+    case 3:
+      return ScoresOf<D, 3>(a, scores);
+    default:
+      return ScoresOf<D, 4>(a, scores);
   }
 }
+
+template <DType D>
+void ValuesFor(const AttentionProblem* a, int count, const float* const* weights,
+               float* const* out) {
+  switch (count) {
+    case 1:
+      return ValuesOf<D, 1>(a, weights, out);
+    case 2:
+      return ValuesOf<D, 2>(a, weights, out);
+    case 3:
+      return ValuesOf<D, 3>(a, weights, out);
+    default:
+      return ValuesOf<D, 4>(a, weights, out);
+  }
+}
+
+static_assert(kAttentionRows == 4);
 
 }  // namespace
 
-void AttentionScores(const AttentionProblem& a, float* scores) {
-  switch (a.kv_dtype) {
+void AttentionScores(const AttentionProblem* a, int count, float* const* scores) {
+  switch (a[0].kv_dtype) {
     case DType::kF32:
-      return ScoresOf<DType::kF32>(a, scores);
+      return ScoresFor<DType::kF32>(a, count, scores);
     case DType::kBF16:
-      return ScoresOf<DType::kBF16>(a, scores);
+      return ScoresFor<DType::kBF16>(a, count, scores);
     case DType::kF16:
-      return ScoresOf<DType::kF16>(a, scores);
+      return ScoresFor<DType::kF16>(a, count, scores);
   }
 }
 
-void AttentionValues(const AttentionProblem& a, const float* weights, float* out) {
-  switch (a.kv_dtype) {
+void AttentionValues(const AttentionProblem* a, int count, const float* const* weights,
+                     float* const* out) {
+  switch (a[0].kv_dtype) {
     case DType::kF32:
-      return ValuesOf<DType::kF32>(a, weights, out);
+      return ValuesFor<DType::kF32>(a, count, weights, out);
     case DType::kBF16:
-      return ValuesOf<DType::kBF16>(a, weights, out);
+      return ValuesFor<DType::kBF16>(a, count, weights, out);
     case DType::kF16:
-      return ValuesOf<DType::kF16>(a, weights, out);
+      return ValuesFor<DType::kF16>(a, count, weights, out);
   }
 }
 

@@ -38,6 +38,22 @@ void AttendHead(const float* q, const LayerKv& kv, std::span<const int32_t> bloc
                 int64_t kv_head, int64_t lo, int64_t hi, const AttentionParams& params,
                 float* scores, float* out, const MatMulKernel* kernel = nullptr);
 
+// One query row of AttendHeads: AttendHead's q, lo, hi, scores and out.
+struct AttentionQuery {
+  const float* q = nullptr;
+  int64_t lo = 0;
+  int64_t hi = 0;
+  float* scores = nullptr;
+  float* out = nullptr;
+};
+
+// AttendHead for up to kMaxAttentionRows query rows of one sequence and kv head (consecutive
+// prefill rows, say): the K and V of positions several rows see are read once for all of them.
+// Each row's output is bit-identical to AttendHead's.
+void AttendHeads(std::span<const AttentionQuery> queries, const LayerKv& kv,
+                 std::span<const int32_t> block_table, int64_t kv_head,
+                 const AttentionParams& params, const MatMulKernel* kernel = nullptr);
+
 }  // namespace vg::engine::cpu
 
 #endif  // VG_ENGINE_BACKEND_CPU_PAGED_ATTENTION_H_

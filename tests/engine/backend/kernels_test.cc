@@ -415,6 +415,62 @@ TEST(CpuBackendKernelsTest, AttendHeadMatchesReference) {
   }
 }
 
+// AttendHeads shares K and V loads between query rows; each row's scores and output must be
+// AttendHead's, bit for bit, for every kernel, KV dtype, head dimension (full vectors and tails)
+// and mix of ranges: nested, overlapping, disjoint, and more rows than one call takes.
+TEST(CpuBackendKernelsTest, AttendHeadsEqualsAttendHeadPerRow) {
+  const int64_t positions = 23, kv_heads = 2;
+  const std::vector<int32_t> table = {4, 0, 7, 5, 2, 6, 1, 3};
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> cases = {
+      {{0, 19}, {0, 20}, {0, 21}, {0, 22}},              // a causal prefill's rows
+      {{3, 19}, {4, 20}, {5, 21}},                       // a sliding window's
+      {{2, 9}, {0, 22}},                                 // nested
+      {{0, 4}, {10, 15}, {6, 6}},                        // disjoint
+      {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {1, 5}},  // six rows: two calls' worth
+  };
+  for (auto [head_dim, dtype] : {std::pair<int64_t, DType>{5, DType::kF32},
+                                 {37, DType::kBF16},
+                                 {64, DType::kF32},
+                                 {256, DType::kBF16}}) {
+    KvCacheShape shape{1, 8, 3, kv_heads, head_dim, dtype};
+    auto cache = KvCache::Create(shape);
+    ASSERT_TRUE(cache.ok());
+    const auto keys = RandomFloats(positions * kv_heads * head_dim, 60, 2.0f);
+    const auto values = RandomFloats(positions * kv_heads * head_dim, 61);
+    for (int64_t p = 0; p < positions; ++p) {
+      (*cache)->Write(0, table[p / 3], p % 3, &keys[p * kv_heads * head_dim],
+                      &values[p * kv_heads * head_dim]);
+    }
+    const AttentionParams params{0.125f, 1.5f};
+    for (const MatMulKernel& kernel : AvailableMatMulKernels()) {
+      for (const auto& ranges : cases) {
+        const size_t n = ranges.size();
+        std::vector<std::vector<float>> q(n), scores(n), out(n), want_scores(n), want_out(n);
+        std::vector<AttentionQuery> queries(n);
+        for (size_t r = 0; r < n; ++r) {
+          const auto [lo, hi] = ranges[r];
+          q[r] = RandomFloats(head_dim, 70 + static_cast<uint32_t>(r), 2.0f);
+          scores[r].assign(hi - lo + 1, NAN);
+          want_scores[r].assign(hi - lo + 1, NAN);
+          out[r].assign(head_dim, NAN);
+          want_out[r].assign(head_dim, NAN);
+          AttendHead(q[r].data(), (*cache)->Layer(0), table, 1, lo, hi, params,
+                     want_scores[r].data(), want_out[r].data(), &kernel);
+          queries[r] = AttentionQuery{q[r].data(), lo, hi, scores[r].data(), out[r].data()};
+        }
+        AttendHeads(queries, (*cache)->Layer(0), table, 1, params, &kernel);
+        for (size_t r = 0; r < n; ++r) {
+          EXPECT_EQ(std::memcmp(out[r].data(), want_out[r].data(), head_dim * 4), 0)
+              << kernel.name << " head_dim " << head_dim << " " << DTypeName(dtype) << " rows " << n
+              << " row " << r;
+          EXPECT_EQ(std::memcmp(scores[r].data(), want_scores[r].data(), scores[r].size() * 4), 0)
+              << kernel.name << " head_dim " << head_dim << " rows " << n << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuBackendKernelsTest, FirstVisiblePositionFollowsTransformersSlidingMask) {
   // sliding_window_overlay: kv_idx > q_idx - window, so a query sees exactly `window` keys.
   EXPECT_EQ(FirstVisiblePosition(10, 4), 7);
