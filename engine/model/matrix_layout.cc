@@ -33,27 +33,45 @@ int64_t TiledIndex(DType dtype, int64_t rows, int64_t cols, int64_t r, int64_t c
   return first * cols + within;
 }
 
+namespace {
+
+// Moves the units (T: 2 or 4 bytes) of one tile of m rows: unit u of row r goes to u * m + r.
+template <typename T>
+void TransposeTile(const std::byte* src, int64_t m, int64_t units_per_row, int64_t units,
+                   std::byte* dst) {
+  for (int64_t u = 0; u < units; ++u) {
+    for (int64_t r = 0; r < m; ++r) {
+      T value;
+      std::memcpy(&value, src + (r * units_per_row + u) * sizeof(T), sizeof(T));
+      std::memcpy(dst + (u * m + r) * sizeof(T), &value, sizeof(T));
+    }
+  }
+}
+
+}  // namespace
+
 void RearrangeToTiles(DType dtype, int64_t rows, int64_t cols, std::byte* data) {
   const int64_t element = static_cast<int64_t>(DTypeSize(dtype));
-  // Units moved whole: BF16 column pairs as 32-bit words, otherwise single elements.
-  const bool pairs = dtype == DType::kBF16;
-  const int64_t unit = pairs ? 2 * element : element;
-  const int64_t units = pairs ? cols / 2 : cols;  // per row, before an odd BF16 column
   std::vector<std::byte> tile;
   for (int64_t first = 0; first < rows; first += kTileRows) {
     const int64_t m = std::min(kTileRows, rows - first);
     std::byte* base = data + first * cols * element;
     tile.assign(base, base + m * cols * element);
-    for (int64_t u = 0; u < units; ++u) {
-      std::byte* dst = base + u * m * unit;
-      const std::byte* src = tile.data() + u * unit;
-      for (int64_t r = 0; r < m; ++r) std::memcpy(dst + r * unit, src + r * cols * element, unit);
-    }
-    if (pairs && cols % 2 != 0) {
-      std::byte* dst = base + (cols - 1) * m * element;
-      const std::byte* src = tile.data() + (cols - 1) * element;
-      for (int64_t r = 0; r < m; ++r) {
-        std::memcpy(dst + r * element, src + r * cols * element, element);
+    if (dtype == DType::kF32) {
+      TransposeTile<uint32_t>(tile.data(), m, cols, cols, base);
+    } else if (dtype == DType::kF16) {
+      TransposeTile<uint16_t>(tile.data(), m, cols, cols, base);
+    } else {
+      // BF16 column pairs move as 32-bit words; an odd last column follows them.
+      if (cols % 2 == 0) {
+        TransposeTile<uint32_t>(tile.data(), m, cols / 2, cols / 2, base);
+      } else {
+        for (int64_t r = 0; r < m; ++r) {
+          for (int64_t u = 0; u < cols / 2; ++u) {
+            std::memcpy(base + (u * m + r) * 4, tile.data() + (r * cols + 2 * u) * 2, 4);
+          }
+          std::memcpy(base + ((cols - 1) * m + r) * 2, tile.data() + (r * cols + cols - 1) * 2, 2);
+        }
       }
     }
   }
