@@ -3,6 +3,8 @@
 //
 //   build/bench/kernel_benchmark [--benchmark_filter=MatMul] [--benchmark_min_time=0.5]
 //
+// Attention: one head over a paged KV cache, one query row at a time (decode) and four (prefill).
+//
 // MatMul weights: a set of BF16 matrices of VaultGemma 1B shapes, together larger than any cache,
 // cycled through so every call streams its weights from memory, as a decode step does. The
 // `pages` argument says where they live: 0 = anonymous memory in 4 KiB pages, 1 = anonymous memory
@@ -18,7 +20,9 @@
 #include <vector>
 
 #include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/kv_cache.h"
 #include "engine/backend/cpu/matmul_kernel.h"
+#include "engine/backend/cpu/paged_attention.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "tools/bench/bandwidth.h"
 
@@ -104,6 +108,49 @@ BENCHMARK(BM_MatMulBf16)
     ->Args({16, kIntermediate, 1, 1})
     ->Args({64, kIntermediate, 1, 1})
     ->UseRealTime();
+
+// args: query rows per call (1 = decode; 4 = AttendHeads' prefill grouping), visible positions,
+// KV dtype (0 = float32, 1 = bfloat16). VaultGemma 1B's head: dimension 256, one kv head here.
+// Reports query-row x position pairs per second (each is a 256-long q.k and a 256-wide
+// weighted V).
+void BM_AttendHeads(benchmark::State& state) {
+  const int64_t rows = state.range(0);
+  const int64_t positions = state.range(1);
+  const DType dtype = state.range(2) == 0 ? DType::kF32 : DType::kBF16;
+  constexpr int64_t kHeadDim = 256;
+  constexpr int32_t kBlock = 16;
+  const int32_t blocks = static_cast<int32_t>((positions + kBlock - 1) / kBlock);
+  auto cache = cpu::KvCache::Create(cpu::KvCacheShape{1, blocks, kBlock, 1, kHeadDim, dtype});
+  if (!cache.ok()) std::abort();
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> k(kHeadDim), v(kHeadDim);
+  std::vector<int32_t> table(blocks);
+  for (int32_t b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;  // not in memory order
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t d = 0; d < kHeadDim; ++d) k[d] = dist(rng), v[d] = dist(rng);
+    (*cache)->Write(0, table[p / kBlock], static_cast<int32_t>(p % kBlock), k.data(), v.data());
+  }
+  std::vector<float> q(rows * kHeadDim), scores(rows * positions), out(rows * kHeadDim);
+  for (float& x : q) x = dist(rng) * 0.1f;
+  std::vector<cpu::AttentionQuery> queries(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    // Consecutive rows of a causal prefill ending at the last position.
+    const int64_t hi = positions - rows + r;
+    queries[r] = {&q[r * kHeadDim], 0, hi, &scores[r * positions], &out[r * kHeadDim]};
+  }
+  const cpu::AttentionParams params{0.0625f, 50.0f};
+  for (auto _ : state) {
+    cpu::AttendHeads(queries, (*cache)->Layer(0), table, 0, params);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["pairs"] = benchmark::Counter(
+      static_cast<double>(rows * positions * state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(cpu::SelectedMatMulKernel().name);
+}
+BENCHMARK(BM_AttendHeads)
+    ->ArgNames({"rows", "positions", "bf16"})
+    ->ArgsProduct({{1, 4}, {512}, {0, 1}});
 
 void BM_ReadBandwidth(benchmark::State& state) {
   for (auto _ : state) state.counters["GBps"] = MachineBandwidth() * 1e-9;
