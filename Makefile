@@ -3,12 +3,29 @@
 #   make serve    MODEL=google/vaultgemma-1b (or a directory): the server in the foreground
 #   make deps     install the Debian packages the build and tests need (idempotent, sudo when not root)
 #   make build    Release build; executables in build/bin/
-#   make test     deps + build + ctest, plus the unit tests under ASan+UBSan (build-asan/)
+#   make test     deps + build + ctest, plus the unit tests under ASan+UBSan (build-asan/), plus
+#                 make fuzz-short
+#   make fuzz     libFuzzer harnesses (clang, build-fuzz/): replay the committed corpora, then fuzz
+#                 each harness for FUZZ_SECONDS (default 60) on a scratch copy; fails on any crash
+#   make fuzz-short  the same, 15 s per harness (part of make test)
+#   make test-tsan  the engine's threaded tests under ThreadSanitizer (build-tsan/; not part of
+#                 make test yet)
 #   make bench    benchmarks (slow; not part of make test)
 #   make format   clang-format every C++ file in place
 #   make lint     clang-format check + clang-tidy
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
+FUZZ_DIR ?= build-fuzz
+TSAN_DIR ?= build-tsan
+# What make test-tsan builds and runs: the engine's threaded parts (the loop thread, intake and
+# cancel queues, the compute pool). Not the server tests yet: Debian's abseil and gRPC are not
+# TSan-instrumented, so every hand-off through absl::Mutex (our ABSL_GUARDED_BY state) or gRPC's
+# completion queues is reported as a race in our own frames, which tests/tsan.supp may not hide
+# (it suppresses system libraries only). They need abseil and gRPC built with -fsanitize=thread.
+TSAN_TARGETS = engine_test engine_fixture_test scheduler_test kv_block_pool_test \
+	kv_cache_manager_test backend_cpu_thread_pool_test
+FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 15
 JOBS ?= $(shell nproc)
 CMAKE ?= cmake
 CTEST_ARGS ?=
@@ -18,7 +35,8 @@ CXX_SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 MODEL ?= google/vaultgemma-1b
 LISTEN ?= 0.0.0.0:50051
 
-.PHONY: all deps configure build asan test test-release test-asan bench demo serve format lint clean
+.PHONY: all deps configure build asan test test-release test-asan test-tsan fuzz-build fuzz fuzz-short bench demo \
+	serve format lint clean
 
 all: build
 
@@ -30,6 +48,12 @@ $(BUILD_DIR)/build.ninja:
 
 $(ASAN_DIR)/build.ninja:
 	$(CMAKE) -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_SANITIZE=ON -DVG_BUILD_BENCHMARKS=OFF
+
+# Coverage instrumentation, ASan and UBSan on every target; only the harnesses are built here.
+$(FUZZ_DIR)/build.ninja:
+	$(CMAKE) -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DVG_FUZZ=ON \
+	  -DVG_BUILD_BENCHMARKS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g"
 
 configure: $(BUILD_DIR)/build.ninja
 
@@ -47,7 +71,29 @@ test-asan: asan
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
 
-test: test-release test-asan
+# Configured every time (cheap), so that an older build-tsan/ gets VG_TSAN=ON too.
+test-tsan: deps
+	$(CMAKE) -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_TSAN=ON \
+	  -DVG_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS= -DCMAKE_EXE_LINKER_FLAGS=
+	$(CMAKE) --build $(TSAN_DIR) -j $(JOBS) --target $(TSAN_TARGETS)
+	cd $(TSAN_DIR) && \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -j $(JOBS) -R '^($(subst $(eval) ,|,$(strip $(TSAN_TARGETS))))\.' \
+	  $(CTEST_ARGS)
+
+fuzz-build: deps $(FUZZ_DIR)/build.ninja
+	$(CMAKE) --build $(FUZZ_DIR) -j $(JOBS) --target vg_fuzzers
+
+# The committed corpora first (each crash ever found is kept there), then new inputs.
+fuzz: fuzz-build
+	cd $(FUZZ_DIR) && ctest --output-on-failure -L fuzz
+	tests/fuzz/run_fuzzers.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+fuzz-short: fuzz-build
+	cd $(FUZZ_DIR) && ctest --output-on-failure -L fuzz
+	tests/fuzz/run_fuzzers.sh $(FUZZ_DIR) $(FUZZ_SHORT_SECONDS)
+
+test: test-release test-asan fuzz-short
 
 demo: build
 	tools/demo/run_demo.sh $(BUILD_DIR)
@@ -63,7 +109,10 @@ format:
 
 lint: configure
 	clang-format --dry-run -Werror $(CXX_SOURCES)
-	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cc,$(CXX_SOURCES))
+	clang-tidy -p $(BUILD_DIR) --quiet $(filter-out tests/fuzz/%,$(filter %.cc,$(CXX_SOURCES)))
+	@# The fuzz harnesses are only in build-fuzz's compile database (make fuzz configures it).
+	if [ -f $(FUZZ_DIR)/compile_commands.json ]; then \
+	  clang-tidy -p $(FUZZ_DIR) --quiet $(filter tests/fuzz/%.cc,$(CXX_SOURCES)); fi
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

@@ -223,6 +223,10 @@ absl::StatusOr<engine::Request> ToEngineRequest(const pb::GenerateRequest& reque
                                 request.top_logprobs()));
   }
   out.top_logprobs = static_cast<int32_t>(request.top_logprobs());
+  if (request.cache_salt().size() > kMaxCacheSaltBytes) {
+    return Invalid(absl::StrCat("cache_salt is ", request.cache_salt().size(), " bytes; at most ",
+                                kMaxCacheSaltBytes, " are allowed"));
+  }
   out.cache_salt = request.cache_salt();
   return out;
 }

@@ -19,6 +19,9 @@ inline constexpr int kMaxStopStrings = 16;
 inline constexpr size_t kMaxStopStringBytes = 256;
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr size_t kMaxRequestIdBytes = 128;
+// Every registered prefix-cache block keeps its own copy of the salt, so an unbounded salt would
+// let one request pin megabytes per block; a tenant id or a hash of one fits easily.
+inline constexpr size_t kMaxCacheSaltBytes = 256;
 inline constexpr int32_t kDefaultMaxNewTokens = 64;
 
 // True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
@@ -28,7 +31,8 @@ bool IsValidUtf8(std::string_view text);
 // Validates `request` and converts it. A text prompt becomes [config.bos_token_id] followed by
 // tokenizer.Encode(text, false), exactly as vaultgemma-run does; token_ids are used as given.
 // An unset seed becomes a random one. `request_id` becomes Request::id. INVALID_ARGUMENT naming the
-// field for every bad value. Thread-safe (the tokenizer's Encode is const).
+// field for every bad value (cache_salt included: at most kMaxCacheSaltBytes). Thread-safe (the
+// tokenizer's Encode is const).
 absl::StatusOr<engine::Request> ToEngineRequest(const vaultgemma::v1::GenerateRequest& request,
                                                 const engine::ModelConfig& config,
                                                 const engine::Tokenizer& tokenizer,

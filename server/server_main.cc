@@ -53,7 +53,8 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --max-num-seqs N         sequences per engine step, default 16
   --max-batched-tokens N   tokens per engine step, default 512
   --max-queued N           requests waiting beyond max-num-seqs before RESOURCE_EXHAUSTED,
-                           default 256
+                           default 256. A stream counts until its client has received its last
+                           message, so clients that do not read cannot pile streams up
   --no-reflection          do not serve gRPC server reflection
   --metrics-port N         Prometheus /metrics on 0.0.0.0:N, default 9464; 0 picks a free port
                            (printed on start)
@@ -76,6 +77,12 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --max-connection-age-grace SECONDS
                            then how long its streams may still run before the connection is
                            closed, default 600
+  --keepalive-time SECONDS HTTP/2 PING each connection that has calls this often, default 60,
+                           so that streams of clients that vanished (host down, network cut)
+                           end and free their place
+  --keepalive-timeout SECONDS
+                           close the connection when a PING is not answered this fast,
+                           default 20
   --help                   this text
 )";
 
@@ -100,6 +107,8 @@ constexpr engine::FlagSpec kFlags[] = {
     {"tls-client-ca"},
     {"max-connection-age"},
     {"max-connection-age-grace"},
+    {"keepalive-time"},
+    {"keepalive-timeout"},
     {"help", false},
 };
 
@@ -121,6 +130,8 @@ struct ServerArgs {
   TlsFiles tls;
   int64_t max_connection_age_ms = 0;  // 0: off
   int64_t max_connection_age_grace_ms = 600'000;
+  int64_t keepalive_time_ms = 60'000;
+  int64_t keepalive_timeout_ms = 20'000;
 };
 
 absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
@@ -188,6 +199,12 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   if (!grace.ok()) return grace.status();
   args.max_connection_age_ms = *age * 1000;
   args.max_connection_age_grace_ms = *grace * 1000;
+  auto keepalive = cl.GetInt("keepalive-time", 60, 1, kMaxAgeSeconds);
+  if (!keepalive.ok()) return keepalive.status();
+  auto keepalive_timeout = cl.GetInt("keepalive-timeout", 20, 1, kMaxAgeSeconds);
+  if (!keepalive_timeout.ok()) return keepalive_timeout.status();
+  args.keepalive_time_ms = *keepalive * 1000;
+  args.keepalive_timeout_ms = *keepalive_timeout * 1000;
   return args;
 }
 
@@ -291,6 +308,7 @@ int Run(int argc, char** argv) {
     service.SetAuthorizer(
         [&auth](const grpc::ServerContextBase& context) { return auth->Check(context); });
   }
+  service.SetMaxStreams(static_cast<int64_t>(args->engine.max_num_seqs) + args->engine.max_waiting);
   grpc::ServerBuilder builder;
   if (args->max_connection_age_ms > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
@@ -298,6 +316,15 @@ int Run(int argc, char** argv) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                static_cast<int>(args->max_connection_age_grace_ms));
   }
+  // A client that vanished without closing its connection (its host died, a cable was cut) sends
+  // no RST, and a stream waiting on its flow-control window sends nothing the kernel could fail to
+  // deliver: without PINGs its call, and its place among --max-queued, would last forever. A
+  // client that is alive answers PINGs even while it does not read its streams. PINGs continue
+  // while no data flows (a stalled stream sends none).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(args->keepalive_time_ms));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(args->keepalive_timeout_ms));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   int port = 0;
   builder.AddListeningPort(args->listen, *credentials, &port);
   builder.RegisterService(&service);

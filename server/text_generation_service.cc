@@ -112,13 +112,15 @@ class StreamSink final : public engine::TokenSink {
 
 class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
-  // `calls` has had Begin for this call; OnDone ends it.
+  // `calls` has had Begin for this call and `open_streams` counts it; OnDone ends both.
   GenerateReactor(engine::Engine* engine, Metrics* metrics, AccessLog* access_log,
-                  InFlightCalls* calls, grpc::CallbackServerContext* context,
-                  const pb::GenerateRequest& request, std::string request_id)
+                  InFlightCalls* calls, std::atomic<int64_t>* open_streams,
+                  grpc::CallbackServerContext* context, const pb::GenerateRequest& request,
+                  std::string request_id)
       : engine_(engine),
         metrics_(metrics),
         calls_(calls),
+        open_streams_(open_streams),
         state_(std::make_shared<StreamState>(metrics, access_log)),
         request_id_(request_id) {
     absl::Status valid_id = ValidateRequestId(request_id_);
@@ -231,6 +233,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     }
     InFlightCalls* const calls = calls_;
+    open_streams_->fetch_sub(1, std::memory_order_relaxed);
     delete this;
     calls->End();
   }
@@ -245,6 +248,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   engine::Engine* const engine_;
   Metrics* const metrics_;  // optional
   InFlightCalls* const calls_;
+  std::atomic<int64_t>* const open_streams_;
   const std::shared_ptr<StreamState> state_;
   const std::string request_id_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -336,6 +340,16 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
   if (rejected.ok() && draining()) {
     rejected = grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is draining");
   }
+  // Counted until OnDone: a stream whose client does not read keeps its place (and its buffered
+  // events) until the client reads, cancels or goes away.
+  if (rejected.ok() && open_streams_.fetch_add(1, std::memory_order_relaxed) >= max_streams_ &&
+      max_streams_ > 0) {
+    open_streams_.fetch_sub(1, std::memory_order_relaxed);  // not admitted: no OnDone for it
+    rejected = grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("the queue is full (", max_streams_,
+                     " streams open, counting those still being sent to their clients)"));
+  }
   if (!rejected.ok()) {
     // The client's id is logged only when valid (it could be anything); none is made up.
     const std::string& id = request->request_id();
@@ -345,8 +359,8 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
   }
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
-  return new GenerateReactor(engine, metrics_, access_log_, &calls_, context, *request,
-                             std::move(id));
+  return new GenerateReactor(engine, metrics_, access_log_, &calls_, &open_streams_, context,
+                             *request, std::move(id));
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,

@@ -9,15 +9,16 @@
 // and deadlines cancel the engine request (Engine::Cancel); the engine frees its blocks at its next
 // step. Statuses: those of ToEngineRequest and Engine::Submit, mapped by ToGrpcStatus; CANCELLED
 // when the engine cancels the request (e.g. on shutdown); the engine's status for a backend error;
-// the authorizer's (e.g. UNAUTHENTICATED) before any handler work; UNAVAILABLE "the model is still
-// loading" for every call until SetEngine; UNAVAILABLE "server is draining" for a Generate while
-// draining. Every call, refused or not, is counted and access-logged, and counted as in flight
-// until gRPC has finished it (WaitForNoCallsInFlight, for the shutdown).
+// the authorizer's (e.g. UNAUTHENTICATED) before any handler work; RESOURCE_EXHAUSTED past
+// SetMaxStreams; UNAVAILABLE "the model is still loading" for every call until SetEngine;
+// UNAVAILABLE "server is draining" for a Generate while draining. Every call, refused or not, is
+// counted and access-logged, and counted as in flight until gRPC has finished it
+// (WaitForNoCallsInFlight, for the shutdown).
 //
 // Thread-safety: all methods are called by gRPC on its threads; the service holds no mutable state
-// but the engine pointer (set once), an atomic id counter, the draining flag and the in-flight
-// count (SetAuthorizer only before the server starts). The engine must outlive the server the
-// service is registered with.
+// but the engine pointer (set once), an atomic id counter, the draining flag, the in-flight and
+// open-stream counts (SetAuthorizer and SetMaxStreams only before the server starts). The engine
+// must outlive the server the service is registered with.
 #ifndef VG_SERVER_TEXT_GENERATION_SERVICE_H_
 #define VG_SERVER_TEXT_GENERATION_SERVICE_H_
 
@@ -60,6 +61,15 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   // starts; not thread-safe against running RPCs.
   using Authorizer = std::function<grpc::Status(const grpc::ServerContextBase&)>;
   void SetAuthorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
+
+  // At most `max_streams` Generate streams at once (0, the default: no limit), each counted from
+  // its handler until gRPC has finished the call, its last message to the client included; past
+  // it a Generate is RESOURCE_EXHAUSTED at once. The engine bounds the requests it computes
+  // (EngineOptions::max_waiting); this bounds what a server holds for clients that do not read
+  // their streams (each stream buffers at most one context's events). Call before the server
+  // starts.
+  void SetMaxStreams(int64_t max_streams) { max_streams_ = max_streams; }
+  int64_t open_streams() const { return open_streams_.load(std::memory_order_relaxed); }
 
   // While draining, new Generate calls end at once with UNAVAILABLE "server is draining"; streams
   // already running are unaffected. Any thread.
@@ -105,6 +115,8 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   Authorizer authorizer_;  // null: every call is admitted
   std::atomic<bool> draining_{false};
   InFlightCalls calls_;
+  int64_t max_streams_ = 0;               // 0: no limit
+  std::atomic<int64_t> open_streams_{0};  // admitted Generate calls gRPC has not finished
 };
 
 }  // namespace vg::server

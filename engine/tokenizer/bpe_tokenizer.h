@@ -29,10 +29,12 @@ class BpeTokenizer final : public Tokenizer {
  public:
   // Validates `model` as spm's ModelInterface::InitializePieces and Normalizer do, and builds the
   // lookup tables. INVALID_ARGUMENT, prefixed with `source`, when: the model type is not BPE; a
-  // piece is empty, duplicated, or (non-byte) not valid UTF-8; there is not exactly one UNKNOWN
-  // piece; byte pieces appear without byte_fallback, or byte_fallback lacks any of the 256; a score
-  // is NaN; a charsmap is malformed; a denormalizer charsmap is present (not supported); or a
-  // self-test sample stored in the model does not reproduce.
+  // piece is empty, duplicated within its class (as in spm, a CONTROL, UNKNOWN or BYTE piece may
+  // share its string with a NORMAL, USER_DEFINED or UNUSED one; PieceToId then returns the
+  // former), or (non-byte) not valid UTF-8; there is not exactly one UNKNOWN piece; byte pieces
+  // appear without byte_fallback, or byte_fallback lacks any of the 256; a score is NaN; a charsmap
+  // is malformed; a denormalizer charsmap is present (not supported); or a self-test sample stored
+  // in the model does not reproduce.
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> Create(SpmModelProto model,
                                                               std::string_view source);
 

@@ -76,6 +76,25 @@ TEST(RequestConversionTest, MalformedUtf8IsInvalidArgument) {
   EXPECT_NE(std::string(converted.status().message()).find("stopping.stop[0]"), std::string::npos);
 }
 
+// Each registered prefix block copies the salt (engine/kv), so a huge salt would pin memory.
+TEST(RequestConversionTest, CacheSaltIsBounded) {
+  auto tokenizer = engine::Tokenizer::Load(kFixture + "/tokenizer.model");
+  ASSERT_TRUE(tokenizer.ok());
+  auto config = engine::LoadModelConfig(kFixture + "/config.json");
+  ASSERT_TRUE(config.ok());
+  pb::GenerateRequest request;
+  request.set_text("fine");
+  request.set_cache_salt(std::string(kMaxCacheSaltBytes, 's'));
+  auto converted = ToEngineRequest(request, *config, **tokenizer, "id");
+  ASSERT_TRUE(converted.ok()) << converted.status();
+  EXPECT_EQ(converted->cache_salt.size(), kMaxCacheSaltBytes);
+
+  request.set_cache_salt(std::string(kMaxCacheSaltBytes + 1, 's'));
+  converted = ToEngineRequest(request, *config, **tokenizer, "id");
+  EXPECT_EQ(converted.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(converted.status().message()).find("cache_salt"), std::string::npos);
+}
+
 TEST(RequestConversionTest, ToResponseMapsFinishReasonsAndUsage) {
   engine::TokenEvent event;
   event.token_ids = {5, 6};

@@ -20,6 +20,7 @@ class ServerProcess {
   ~ServerProcess();  // SIGKILLs and reaps a child still running
 
   bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   // Reads stderr until a line containing `needle` (returned) or EOF/timeout (nullopt).
   std::optional<std::string> WaitForLine(const std::string& needle, double timeout_seconds);
   // Everything read from stderr so far.
