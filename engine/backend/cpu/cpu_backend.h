@@ -4,10 +4,11 @@
 // checkpoint's memory (safetensors.h: the file read into huge pages): no float32 copy of the
 // weights is ever made. Matrices are read in the tile layout of engine/model/matrix_layout.h; open
 // the checkpoint with MatrixLayout::kTiles and they are used in place, otherwise the backend
-// makes a tiled copy of each (twice the weight memory: fine for tests, not for serving). The KV cache is paged: per layer,
-// `num_blocks` blocks of `block_size` positions x num_key_value_heads x head_dim, for K and for V;
-// a sequence's block table maps its positions to blocks. Each Forward reads every weight once for
-// the whole batch (matrix products over all new tokens at once), so batching amortises the weights.
+// makes a tiled copy of each (twice the weight memory: fine for tests, not for serving). The KV
+// cache is paged: per layer, `num_blocks` blocks of `block_size` positions x num_key_value_heads x
+// head_dim, for K and for V; a sequence's block table maps its positions to blocks. Each Forward
+// reads every weight once for the whole batch (matrix products over all new tokens at once), so
+// batching amortises the weights.
 //
 // Numerics follow ../shared/reference/vaultgemma-architecture.md exactly (RMSNorm with 1 + w in
 // float32, rotate-half RoPE, query_pre_attn_scalar scaling, attention soft-cap before the mask,
