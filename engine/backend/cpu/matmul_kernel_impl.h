@@ -305,9 +305,7 @@ void TilesOf(const MatMulProblem& p, int64_t tile_begin, int64_t tile_end, int64
       for (int64_t i = 0; i < kTile * cols; ++i) t[i] = 0.0f;
       for (int64_t j = 0; j < m; ++j) {
         for (int64_t c = 0; c < cols; ++c) {
-          // Element (j, c) of a short tile of m rows (matrix_layout.h).
-          const int64_t index =
-              D == DType::kBF16 && c < cols - cols % 2 ? (c / 2 * m + j) * 2 + c % 2 : c * m + j;
+          const int64_t index = TiledIndex(D, p.w_rows, cols, o0 + j, c) - o0 * cols;
           t[c * kTile + j] = LoadScalar<D>(data + index * kElementBytes<D>);
         }
       }
