@@ -4,12 +4,12 @@
 #   make deps     install the Debian packages the build and tests need (idempotent, sudo when not root)
 #   make build    Release build; executables in build/bin/
 #   make test     deps + build + ctest, plus the unit tests under ASan+UBSan (build-asan/), plus
-#                 make fuzz-short
+#                 make test-tsan and make fuzz-short
 #   make fuzz     libFuzzer harnesses (clang, build-fuzz/): replay the committed corpora, then fuzz
 #                 each harness for FUZZ_SECONDS (default 60) on a scratch copy; fails on any crash
 #   make fuzz-short  the same, 15 s per harness (part of make test)
-#   make test-tsan  the engine's threaded tests under ThreadSanitizer (build-tsan/; not part of
-#                 make test yet)
+#   make test-tsan  the engine's and the server's threaded tests under ThreadSanitizer
+#                 (build-tsan/; part of make test)
 #   make bench    benchmarks (slow; not part of make test)
 #   make format   clang-format every C++ file in place
 #   make lint     clang-format check + clang-tidy
@@ -18,12 +18,14 @@ ASAN_DIR ?= build-asan
 FUZZ_DIR ?= build-fuzz
 TSAN_DIR ?= build-tsan
 # What make test-tsan builds and runs: the engine's threaded parts (the loop thread, intake and
-# cancel queues, the compute pool). Not the server tests yet: Debian's abseil and gRPC are not
-# TSan-instrumented, so every hand-off through absl::Mutex (our ABSL_GUARDED_BY state) or gRPC's
-# completion queues is reported as a race in our own frames, which tests/tsan.supp may not hide
-# (it suppresses system libraries only). They need abseil and gRPC built with -fsanitize=thread.
+# cancel queues, the compute pool) and the server's tests (reactors, engine sinks, metrics, access
+# log, drain, faults; the binary they start is built with TSan too). Debian's abseil and gRPC are
+# not TSan-instrumented: the server therefore locks with std::mutex, states gRPC's reactor
+# hand-offs in server/grpc_handoff.h, and tests/tsan.supp names only those libraries' code, each
+# entry justified there.
 TSAN_TARGETS = engine_test engine_fixture_test scheduler_test kv_block_pool_test \
-	kv_cache_manager_test backend_cpu_thread_pool_test
+	kv_cache_manager_test backend_cpu_thread_pool_test text_generation_service_test metrics_test \
+	access_log_test request_conversion_test vaultgemma_server_test operations_test faults_test
 FUZZ_SECONDS ?= 60
 FUZZ_SHORT_SECONDS ?= 15
 JOBS ?= $(shell nproc)
@@ -74,10 +76,11 @@ test-asan: asan
 # Configured every time (cheap), so that an older build-tsan/ gets VG_TSAN=ON too.
 test-tsan: deps
 	$(CMAKE) -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_TSAN=ON \
-	  -DVG_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS= -DCMAKE_EXE_LINKER_FLAGS=
-	$(CMAKE) --build $(TSAN_DIR) -j $(JOBS) --target $(TSAN_TARGETS)
+	  -DVG_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS= -DCMAKE_EXE_LINKER_FLAGS= \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g"
+	$(CMAKE) --build $(TSAN_DIR) -j $(JOBS) --target $(TSAN_TARGETS) vaultgemma-server
 	cd $(TSAN_DIR) && \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  TSAN_OPTIONS="halt_on_error=1 history_size=7 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j $(JOBS) -R '^($(subst $(eval) ,|,$(strip $(TSAN_TARGETS))))\.' \
 	  $(CTEST_ARGS)
 
@@ -93,7 +96,7 @@ fuzz-short: fuzz-build
 	cd $(FUZZ_DIR) && ctest --output-on-failure -L fuzz
 	tests/fuzz/run_fuzzers.sh $(FUZZ_DIR) $(FUZZ_SHORT_SECONDS)
 
-test: test-release test-asan fuzz-short
+test: test-release test-asan test-tsan fuzz-short
 
 demo: build
 	tools/demo/run_demo.sh $(BUILD_DIR)

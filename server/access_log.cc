@@ -78,7 +78,7 @@ std::string AccessLog::FormatLine(const AccessRecord& r) const {
 
 void AccessLog::Write(const AccessRecord& record) {
   const std::string line = FormatLine(record) + "\n";
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::fwrite(line.data(), 1, line.size(), out_);
   std::fflush(out_);
 }

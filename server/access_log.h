@@ -11,13 +11,13 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace vg::server {
@@ -58,7 +58,7 @@ class AccessLog {
 
  private:
   const Format format_;
-  absl::Mutex mu_;
+  std::mutex mu_;  // not absl::Mutex: see in_flight_calls.h
   std::FILE* const out_ ABSL_PT_GUARDED_BY(mu_);
 };
 

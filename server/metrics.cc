@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -206,7 +207,7 @@ Metrics::Metrics(const ModelLabels& labels) : registry_(std::make_shared<prometh
 
 void Metrics::AttachEngine(engine::Engine* engine) {
   {
-    absl::MutexLock lock(&refresh_mu_);
+    std::lock_guard<std::mutex> lock(refresh_mu_);
     engine_ = engine;
   }
   Refresh();
@@ -221,25 +222,26 @@ Metrics::~Metrics() { Stop(); }
 
 void Metrics::Stop() {
   {
-    absl::MutexLock lock(&stop_mu_);
+    std::lock_guard<std::mutex> lock(stop_mu_);
     if (stop_) return;
     stop_ = true;
   }
+  stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   Refresh();
 }
 
 void Metrics::RefreshLoop() {
-  absl::MutexLock lock(&stop_mu_);
-  while (!stop_mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(250))) {
-    stop_mu_.Unlock();
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; })) {
+    lock.unlock();
     Refresh();
-    stop_mu_.Lock();
+    lock.lock();
   }
 }
 
 void Metrics::Refresh() {
-  absl::MutexLock lock(&refresh_mu_);
+  std::lock_guard<std::mutex> lock(refresh_mu_);
   if (engine_ == nullptr) return;
   const engine::EngineStats stats = engine_->Stats();
   requests_running_->Set(stats.running);

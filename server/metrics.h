@@ -20,14 +20,15 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
 #include "engine/request.h"
 #include "prometheus/counter.h"
@@ -114,12 +115,14 @@ class Metrics final : public engine::StepObserver {
   prometheus::Histogram* batch_sequences_;
   prometheus::Histogram* batch_tokens_;
 
-  absl::Mutex refresh_mu_;
+  // std::mutex rather than absl::Mutex: see in_flight_calls.h.
+  std::mutex refresh_mu_;
   engine::Engine* engine_ ABSL_GUARDED_BY(refresh_mu_) = nullptr;
   // The last Stats() the counters were advanced to.
   engine::EngineStats last_ ABSL_GUARDED_BY(refresh_mu_);
 
-  absl::Mutex stop_mu_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
   bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread thread_;
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -13,11 +14,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "engine/model/dtype.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/access_log.h"
+#include "server/grpc_handoff.h"
 #include "server/in_flight_calls.h"
 #include "server/metrics.h"
 #include "server/request_conversion.h"
@@ -47,7 +48,7 @@ struct StreamState {
 
   Metrics* const metrics;       // optional
   AccessLog* const access_log;  // optional
-  absl::Mutex mu;
+  std::mutex mu;                // not absl::Mutex: see in_flight_calls.h
   GenerateReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
   std::deque<engine::TokenEvent> pending ABSL_GUARDED_BY(mu);
   bool writing ABSL_GUARDED_BY(mu) = false;
@@ -72,7 +73,7 @@ class StreamSink final : public engine::TokenSink {
   // Engine loop thread: only buffers, then lets Pump issue a write (StartWrite never blocks).
   void OnEvent(engine::TokenEvent event) override {
     {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       Observe(event);
       if (event.finished) state_->engine_done = true;
       if (state_->reactor == nullptr || state_->finish_called) return;
@@ -125,7 +126,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
         request_id_(request_id) {
     absl::Status valid_id = ValidateRequestId(request_id_);
     if (access_log != nullptr) {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       state_->record.method = "Generate";
       state_->record.peer = context->peer();
       // An invalid id is not logged either: it could be anything.
@@ -134,6 +135,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     // An invalid client id is not echoed: it may not be a legal metadata value.
     if (!valid_id.ok()) {
       final_status_ = ToGrpcStatus(valid_id);
+      ReleaseToGrpc(this);
       Finish(final_status_);
       return;
     }
@@ -142,28 +144,32 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
         ToEngineRequest(request, engine->config(), engine->tokenizer(), std::move(request_id));
     if (!converted.ok()) {
       final_status_ = ToGrpcStatus(converted.status());
+      ReleaseToGrpc(this);
       Finish(final_status_);
       return;
     }
     {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       state_->reactor = this;
       state_->prompt_token_ids = converted->prompt_token_ids;
     }
     // Before Submit: once submitted, the engine thread may start the first write at any time.
+    ReleaseToGrpc(this);
     StartSendInitialMetadata();
     absl::Status submitted =
         engine->Submit(*std::move(converted), std::make_shared<StreamSink>(state_));
     if (!submitted.ok()) {
       {
-        absl::MutexLock lock(&state_->mu);
+        std::lock_guard<std::mutex> lock(state_->mu);
         state_->finish_called = true;
       }
       final_status_ = ToGrpcStatus(submitted);
+      ReleaseToGrpc(this);
       Finish(final_status_);
       return;
     }
     submitted_ = true;
+    ReleaseToGrpc(this);  // the handler returns the reactor to gRPC
   }
 
   // Called by StreamState::Pump with the lock held: claims the next operation.
@@ -195,12 +201,19 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     return Action::kWrite;
   }
 
-  void Write() { StartWrite(&response_); }
-  void FinishClaimed() { Finish(final_status_); }
+  void Write() {
+    ReleaseToGrpc(this);
+    StartWrite(&response_);
+  }
+  void FinishClaimed() {
+    ReleaseToGrpc(this);
+    Finish(final_status_);
+  }
 
   void OnWriteDone(bool ok) override {
+    AcquireFromGrpc(this);
     {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       state_->writing = false;
       if (!ok) state_->broken = true;
     }
@@ -209,9 +222,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   // Client cancellation, disconnection or deadline.
   void OnCancel() override {
+    AcquireFromGrpc(this);
     bool cancel_engine = false;
     {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       state_->broken = true;
       // A finished id may already belong to a new request; cancel only our own live one.
       cancel_engine = submitted_ && !state_->engine_done;
@@ -222,9 +236,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   // Every operation has completed, so final_status_ is the RPC's status, written to the connection.
   void OnDone() override {
+    AcquireFromGrpc(this);
     if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", final_status_.error_code());
     {
-      absl::MutexLock lock(&state_->mu);
+      std::lock_guard<std::mutex> lock(state_->mu);
       state_->reactor = nullptr;
       state_->pending.clear();
       state_->record.time = absl::Now();
@@ -261,7 +276,7 @@ void StreamState::Pump() {
   GenerateReactor* r = nullptr;
   GenerateReactor::Action action = GenerateReactor::Action::kNone;
   {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     if (reactor == nullptr) return;
     r = reactor;
     action = r->NextActionLocked(*this);
@@ -287,9 +302,11 @@ grpc::Status LoadingStatus() {
 class RejectedGenerate final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
   RejectedGenerate(InFlightCalls* calls, grpc::Status status) : calls_(calls) {
+    ReleaseToGrpc(this);
     Finish(std::move(status));
   }
   void OnDone() override {
+    AcquireFromGrpc(this);
     InFlightCalls* const calls = calls_;
     delete this;
     calls->End();
@@ -305,6 +322,7 @@ class UnaryReactor final : public grpc::ServerUnaryReactor {
  public:
   explicit UnaryReactor(InFlightCalls* calls) : calls_(calls) {}
   void OnDone() override {
+    AcquireFromGrpc(this);
     InFlightCalls* const calls = calls_;
     delete this;
     calls->End();
@@ -427,6 +445,7 @@ void TextGenerationService::FinishUnary(grpc::ServerUnaryReactor* reactor,
                                         std::chrono::steady_clock::time_point start,
                                         grpc::Status status) {
   ObserveAndLog(context, method, start, status.error_code(), /*request_id=*/"");
+  ReleaseToGrpc(reactor);
   reactor->Finish(std::move(status));
 }
 

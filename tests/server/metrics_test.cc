@@ -252,7 +252,11 @@ TEST(MetricsTest, ScrapeAgreesWithTheRequestsMade) {
     body = Scrape(metrics_port);
     s = Parse(body);
     const engine::EngineStats stats = slow.engine->Stats();
+    // The gRPC side counts the cancelled call in its OnDone, which may run after the engine is
+    // done with the request (seen under TSan).
     if (Value(s, "vaultgemma_requests_total", {{"finish_reason", "cancelled"}}) == 1 &&
+        Value(s, "vaultgemma_grpc_requests_total",
+              {{"method", "Generate"}, {"code", "CANCELLED"}}) == 1 &&
         Value(s, "vaultgemma_requests_running") == 0 &&
         Value(s, "vaultgemma_generation_tokens_total") ==
             static_cast<double>(stats.generation_tokens) &&

@@ -324,7 +324,7 @@ TEST(OperationsTest, BearerTokenGuardsTextGenerationButNotHealth) {
   EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   const StreamResult prefix = Generate(channel, ShortRequest(), "token-on");
   EXPECT_EQ(prefix.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  for (const std::string& token : {"token-one", "token-two"}) {
+  for (const char* token : {"token-one", "token-two"}) {
     const StreamResult right = Generate(channel, ShortRequest(), token);
     EXPECT_TRUE(right.status.ok()) << right.status.error_message();
     EXPECT_EQ(right.tokens, 3);
@@ -352,7 +352,7 @@ TEST(OperationsTest, BearerTokenGuardsTextGenerationButNotHealth) {
               grpc::StatusCode::UNAUTHENTICATED);
   }
   auto health_stub = health::Health::NewStub(channel);
-  for (const std::string& service : {"", "vaultgemma.v1.TextGeneration"}) {
+  for (const char* service : {"", "vaultgemma.v1.TextGeneration"}) {
     grpc::ClientContext context;
     health::HealthCheckRequest request;
     request.set_service(service);
