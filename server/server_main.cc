@@ -83,6 +83,10 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --keepalive-timeout SECONDS
                            close the connection when a PING is not answered this fast,
                            default 20
+  --stream-write-timeout SECONDS
+                           cancel a Generate stream whose client has not read for this long
+                           (one message waiting on flow control), freeing its place; default
+                           60, 0 = never
   --help                   this text
 )";
 
@@ -109,6 +113,7 @@ constexpr engine::FlagSpec kFlags[] = {
     {"max-connection-age-grace"},
     {"keepalive-time"},
     {"keepalive-timeout"},
+    {"stream-write-timeout"},
     {"help", false},
 };
 
@@ -132,6 +137,7 @@ struct ServerArgs {
   int64_t max_connection_age_grace_ms = 600'000;
   int64_t keepalive_time_ms = 60'000;
   int64_t keepalive_timeout_ms = 20'000;
+  int64_t stream_write_timeout_s = 60;
 };
 
 absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
@@ -205,6 +211,9 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   if (!keepalive_timeout.ok()) return keepalive_timeout.status();
   args.keepalive_time_ms = *keepalive * 1000;
   args.keepalive_timeout_ms = *keepalive_timeout * 1000;
+  auto write_timeout = cl.GetInt("stream-write-timeout", 60, 0, kMaxAgeSeconds);
+  if (!write_timeout.ok()) return write_timeout.status();
+  args.stream_write_timeout_s = *write_timeout;
   return args;
 }
 
@@ -309,6 +318,7 @@ int Run(int argc, char** argv) {
         [&auth](const grpc::ServerContextBase& context) { return auth->Check(context); });
   }
   service.SetMaxStreams(static_cast<int64_t>(args->engine.max_num_seqs) + args->engine.max_waiting);
+  service.SetWriteStallTimeout(absl::Seconds(args->stream_write_timeout_s));
   grpc::ServerBuilder builder;
   if (args->max_connection_age_ms > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,

@@ -1,6 +1,7 @@
 #include "server/text_generation_service.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -23,6 +25,7 @@
 #include "server/metrics.h"
 #include "server/request_conversion.h"
 #include "server/status_mapping.h"
+#include "server/write_stall_watch.h"
 
 namespace vg::server {
 namespace {
@@ -38,7 +41,7 @@ class GenerateReactor;
 // claiming the operation under `mu` (writing / finish_called). Finish is claimed only while no
 // write is in flight, and OnDone (which deletes the reactor) follows Finish and the completion of
 // every operation, so the reactor outlives every claimed call.
-struct StreamState {
+struct StreamState final : StallWatched {
   StreamState(Metrics* m, AccessLog* log) : metrics(m), access_log(log) {}
   // The access-log line is written when both the RPC and the engine are done with the request,
   // so that it has the gRPC code and the engine's usage even when the client left first.
@@ -61,9 +64,37 @@ struct StreamState {
   // When the sink last received a token (engine thread only), for inter-token latency.
   std::optional<std::chrono::steady_clock::time_point> last_token_time ABSL_GUARDED_BY(mu);
   AccessRecord record ABSL_GUARDED_BY(mu);
+  // For WriteStallWatch: the call's context (valid while `reactor` is set), when the write in
+  // flight began, and the thread cancelling the call (OnDone waits for it; see CancelIfStalled).
+  grpc::CallbackServerContext* context ABSL_GUARDED_BY(mu) = nullptr;
+  std::chrono::steady_clock::time_point write_started ABSL_GUARDED_BY(mu);
+  std::thread::id canceller ABSL_GUARDED_BY(mu);
+  std::condition_variable cancelled;
 
   // Starts the next write or the Finish, if one is due and none is in flight. Any thread.
   void Pump();
+
+  bool CancelIfStalled(std::chrono::steady_clock::time_point now,
+                       std::chrono::steady_clock::duration timeout) override {
+    grpc::CallbackServerContext* call = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (reactor == nullptr || !writing || now - write_started < timeout) return false;
+      broken = true;
+      call = context;
+      canceller = std::this_thread::get_id();
+    }
+    // Outside the lock: gRPC may run the call's reactions (OnCancel, OnWriteDone, even OnDone)
+    // on this thread. Until `canceller` is cleared, OnDone on another thread waits, so the
+    // context outlives this call.
+    call->TryCancel();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      canceller = std::thread::id();
+    }
+    cancelled.notify_all();
+    return true;
+  }
 };
 
 class StreamSink final : public engine::TokenSink {
@@ -114,10 +145,11 @@ class StreamSink final : public engine::TokenSink {
 class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
  public:
   // `calls` has had Begin for this call and `open_streams` counts it; OnDone ends both.
+  // `stall_watch` (optional) watches the stream's writes.
   GenerateReactor(engine::Engine* engine, Metrics* metrics, AccessLog* access_log,
                   InFlightCalls* calls, std::atomic<int64_t>* open_streams,
-                  grpc::CallbackServerContext* context, const pb::GenerateRequest& request,
-                  std::string request_id)
+                  WriteStallWatch* stall_watch, grpc::CallbackServerContext* context,
+                  const pb::GenerateRequest& request, std::string request_id)
       : engine_(engine),
         metrics_(metrics),
         calls_(calls),
@@ -151,8 +183,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       state_->reactor = this;
+      state_->context = context;
       state_->prompt_token_ids = converted->prompt_token_ids;
     }
+    if (stall_watch != nullptr) stall_watch->Watch(state_);
     // Before Submit: once submitted, the engine thread may start the first write at any time.
     ReleaseToGrpc(this);
     StartSendInitialMetadata();
@@ -198,6 +232,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     }
     s.finish_after_write = event.finished;
     s.writing = true;
+    s.write_started = std::chrono::steady_clock::now();
     return Action::kWrite;
   }
 
@@ -239,8 +274,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     AcquireFromGrpc(this);
     if (metrics_ != nullptr) metrics_->ObserveRpc("Generate", final_status_.error_code());
     {
-      std::lock_guard<std::mutex> lock(state_->mu);
+      std::unique_lock<std::mutex> lock(state_->mu);
+      // The stall watch may be cancelling this call with its context; gRPC frees the context when
+      // OnDone returns. (If the watch's thread runs this OnDone itself, it is done with it.)
+      state_->cancelled.wait(lock, [this] {
+        return state_->canceller == std::thread::id() ||
+               state_->canceller == std::this_thread::get_id();
+      });
       state_->reactor = nullptr;
+      state_->context = nullptr;
       state_->pending.clear();
       state_->record.time = absl::Now();
       state_->record.code = final_status_.error_code();
@@ -344,6 +386,13 @@ TextGenerationService::TextGenerationService(engine::Engine* engine, std::string
       access_log_(access_log),
       id_prefix_(absl::StrCat("req-", RandomHex(), "-")) {}
 
+void TextGenerationService::SetWriteStallTimeout(absl::Duration timeout) {
+  stall_watch_.reset();
+  if (timeout > absl::ZeroDuration()) {
+    stall_watch_ = std::make_unique<WriteStallWatch>(absl::ToChronoNanoseconds(timeout));
+  }
+}
+
 std::string TextGenerationService::NextRequestId() {
   return absl::StrCat(id_prefix_, next_id_.fetch_add(1, std::memory_order_relaxed));
 }
@@ -377,8 +426,8 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* TextGenerationService::Generate(
   }
   std::string id = request->request_id();
   if (id.empty()) id = NextRequestId();
-  return new GenerateReactor(engine, metrics_, access_log_, &calls_, &open_streams_, context,
-                             *request, std::move(id));
+  return new GenerateReactor(engine, metrics_, access_log_, &calls_, &open_streams_,
+                             stall_watch_.get(), context, *request, std::move(id));
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerContext* context,

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/time/time.h"
@@ -35,6 +36,7 @@
 #include "server/access_log.h"
 #include "server/in_flight_calls.h"
 #include "server/metrics.h"
+#include "server/write_stall_watch.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
 namespace vg::server {
@@ -69,6 +71,11 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   // their streams (each stream buffers at most one context's events). Call before the server
   // starts.
   void SetMaxStreams(int64_t max_streams) { max_streams_ = max_streams; }
+
+  // Cancels a Generate stream once one of its writes has waited `timeout` for the client to read
+  // (write_stall_watch.h), freeing its place and its engine request. Zero (the default) never
+  // does. Call before the server starts.
+  void SetWriteStallTimeout(absl::Duration timeout);
   int64_t open_streams() const { return open_streams_.load(std::memory_order_relaxed); }
 
   // While draining, new Generate calls end at once with UNAVAILABLE "server is draining"; streams
@@ -115,8 +122,9 @@ class TextGenerationService final : public vaultgemma::v1::TextGeneration::Callb
   Authorizer authorizer_;  // null: every call is admitted
   std::atomic<bool> draining_{false};
   InFlightCalls calls_;
-  int64_t max_streams_ = 0;               // 0: no limit
-  std::atomic<int64_t> open_streams_{0};  // admitted Generate calls gRPC has not finished
+  int64_t max_streams_ = 0;                       // 0: no limit
+  std::atomic<int64_t> open_streams_{0};          // admitted Generate calls gRPC has not finished
+  std::unique_ptr<WriteStallWatch> stall_watch_;  // null: no write timeout
 };
 
 }  // namespace vg::server

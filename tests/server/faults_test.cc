@@ -635,11 +635,67 @@ TEST(FaultsTest, VanishedClientsStreamIsCancelledByKeepalive) {
   EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
 }
 
+TEST(FaultsTest, ClientThatStopsReadingLosesItsStreamsAfterTheWriteTimeout) {
+  // 4 + 8 = 12 places, all taken by a client that never reads; --stream-write-timeout frees them
+  // while that client is still connected (keepalive alone would not: its transport answers PINGs).
+  Started server =
+      StartServer({"--max-num-seqs", "4", "--max-queued", "8", "--stream-write-timeout", "2"});
+  ASSERT_GT(server.port, 0) << server.process->stderr_text();
+  auto stuck_channel = StallingChannel(server.address());
+  auto stuck_stub = pb::TextGeneration::NewStub(stuck_channel);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<pb::GenerateResponse>>> readers;
+  for (int i = 0; i < 12; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    pb::GenerateRequest request = LongRequest("never read " + std::to_string(i));
+    request.set_top_logprobs(20);
+    readers.push_back(stuck_stub->Generate(contexts.back().get(), request));
+    readers.back()->WaitForInitialMetadata();
+  }
+  const auto stuck_at = std::chrono::steady_clock::now();
+
+  // Every place is taken for now...
+  auto stub = pb::TextGeneration::NewStub(server.NewChannel());
+  const StreamResult refused = ReadStream(*stub, LongRequest(), 30);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.status.error_message();
+
+  // ...until the stalled writes time out: the server ends all 12 calls itself.
+  EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 12), 12)
+      << testing::HttpGetBody(server.metrics_port, "/metrics");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stuck_at).count();
+  EXPECT_GE(seconds, 2.0);
+  const StreamResult after = ReadStream(*stub, LongRequest(), 30);
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.token_ids.size(), static_cast<size_t>(kLongTokens));
+  Gauges gauges = WaitForRest(server.metrics_port, 30);
+  EXPECT_TRUE(gauges.AtRest()) << gauges.running << " running, " << gauges.waiting << " waiting, "
+                               << gauges.kv_used << " KV blocks used";
+  std::cerr << "12 stalled streams ended by the server after " << seconds << " s\n";
+
+  // The stuck client, reading at last, finds each of its streams cancelled.
+  for (auto& reader : readers) {
+    pb::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  readers.clear();
+  contexts.clear();
+  stuck_stub.reset();
+  stuck_channel.reset();
+  stub.reset();
+  server.process->Signal(SIGTERM);
+  EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
+}
+
 TEST(FaultsTest, BadKeepaliveFlagsExitTwoWithOneLine) {
   for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
            {"--keepalive-time", "0"},
            {"--keepalive-time", "often"},
            {"--keepalive-timeout", "-1"},
+           {"--stream-write-timeout", "-1"},
        }) {
     std::vector<std::string> argv = {kBinary, "--model", kFixture, "--no-metrics"};
     argv.insert(argv.end(), extra.begin(), extra.end());
