@@ -29,6 +29,13 @@ WriteStallWatch::~WriteStallWatch() {
 
 void WriteStallWatch::Watch(std::weak_ptr<StallWatched> stream) {
   std::lock_guard<std::mutex> lock(mu_);
+  // A weak reference keeps its stream's memory (one allocation with its control block) until it
+  // is dropped: forget finished streams here too, not only once per check, so that a burst of
+  // short streams leaves no more than about twice the live ones behind.
+  if (streams_.size() >= 2 * live_after_prune_ + 64) {
+    std::erase_if(streams_, [](const std::weak_ptr<StallWatched>& s) { return s.expired(); });
+    live_after_prune_ = streams_.size();
+  }
   streams_.push_back(std::move(stream));
 }
 
@@ -59,6 +66,7 @@ void WriteStallWatch::Run() {
     live.clear();  // the last reference to a finished stream may be dropped here
     lock.lock();
     cancelled_ += cancelled;
+    live_after_prune_ = streams_.size();
   }
 }
 

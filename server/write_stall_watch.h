@@ -16,6 +16,8 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -59,6 +61,7 @@ class WriteStallWatch {
   std::condition_variable stop_cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::weak_ptr<StallWatched>> streams_ ABSL_GUARDED_BY(mu_);
+  size_t live_after_prune_ ABSL_GUARDED_BY(mu_) = 0;  // streams_.size() after the last prune
   int64_t cancelled_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;  // last: started once everything above is set up
 };

@@ -406,7 +406,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& path) {
   if (in.bad()) {
     return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
   }
-  return ParseModelConfig(text, path.filename().string());
+  return ParseModelConfig(text, path.string());  // errors name the whole path
 }
 
 }  // namespace vg::engine
