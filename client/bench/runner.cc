@@ -77,6 +77,13 @@ class LoadRunner::Call final : public grpc::ClientReadReactor<pb::GenerateRespon
     StartCall();
   }
 
+  // The peer is read here, while it is known: a TryCancel at the stage's cut makes gRPC forget it
+  // (CancelWithError clears the call's peer, even for a call that has already ended OK), and
+  // context->peer() then answers the channel's target instead ("127.0.0.1:5000", not "ipv4:...").
+  void OnReadInitialMetadataDone(bool ok) override {
+    if (ok) peer_ = context_->peer();
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended; OnDone follows
     const Clock::time_point now = Clock::now();
@@ -110,7 +117,8 @@ class LoadRunner::Call final : public grpc::ClientReadReactor<pb::GenerateRespon
     if (!has_usage_) record_.output_tokens = received_;
     record_.status = StatusCodeName(status.error_code());
     record_.error = status.error_message();
-    record_.peer = context_->peer();
+    // OnDone runs after every other reaction has returned, so peer_ is settled.
+    record_.peer = peer_.empty() ? context_->peer() : std::move(peer_);
     state_->Finish(std::move(record_), end);
     delete this;
   }
@@ -123,6 +131,7 @@ class LoadRunner::Call final : public grpc::ClientReadReactor<pb::GenerateRespon
   std::shared_ptr<grpc::ClientContext> context_;
   Clock::time_point start_;
   Clock::time_point last_token_;
+  std::string peer_;  // from the response's initial metadata; empty if none came
   uint32_t received_ = 0;
   bool has_usage_ = false;
 };
