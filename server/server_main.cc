@@ -21,9 +21,11 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/backend/cuda_plugin_loader.h"
 #include "engine/engine.h"
 #include "engine/model/dtype.h"
 #include "engine/model/model_path.h"
@@ -44,8 +46,13 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --model DIR|ORG/NAME     checkpoint directory, or a Hugging Face id resolved offline in the
                            local Hugging Face cache
   --listen HOST:PORT       default 0.0.0.0:50051; port 0 picks a free port (printed on start)
-  --device DEVICE          where the model runs: cpu (the default). This build has no CUDA
-                           backend yet, so cuda and cuda:N are refused
+  --device DEVICE          where the model runs: cpu (the default), cuda or cuda:N (loads the
+                           CUDA plugin libvaultgemma_cuda.so after metrics start; its forward
+                           pass is not written yet, so cuda stops after the device checks)
+  --cuda-plugin PATH       the CUDA plugin; default: ../lib/libvaultgemma_cuda.so from this
+                           binary's directory, then the library search path
+  --gpu-memory-utilization F  fraction in (0, 1] of the device memory left after the weights
+                           that the KV pool takes, default 0.9
   --threads N              compute threads, default: all cores
   --kv-cache-bytes N       KV-cache pool budget, default: room for max-num-seqs full contexts
   --kv-cache-dtype TYPE    float32 (default, exact) or bfloat16: K and V rounded once when
@@ -94,6 +101,8 @@ constexpr engine::FlagSpec kFlags[] = {
     {"model"},
     {"listen"},
     {"device"},
+    {"cuda-plugin"},
+    {"gpu-memory-utilization"},
     {"threads"},
     {"kv-cache-bytes"},
     {"kv-cache-dtype"},
@@ -125,6 +134,9 @@ int UsageError(const absl::Status& status) {
 struct ServerArgs {
   std::string model;
   std::string device = "cpu";
+  int cuda_device_index = -1;  // >= 0 when --device is cuda[:N]
+  std::string cuda_plugin;     // empty = the loader's default location
+  double gpu_memory_utilization = 0.9;
   std::string listen = "0.0.0.0:50051";
   engine::EngineOptions engine;
   bool reflection = true;
@@ -152,11 +164,15 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
     args.listen = *listen;
   }
   args.device = cl.GetString("device").value_or("cpu");
-  if (args.device.rfind("cuda", 0) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--device ", args.device, ": this build has no CUDA backend yet; use --device cpu"));
-  }
-  if (args.device != "cpu") {
+  if (args.device == "cuda") {
+    args.cuda_device_index = 0;
+  } else if (args.device.rfind("cuda:", 0) == 0) {
+    if (!absl::SimpleAtoi(args.device.substr(5), &args.cuda_device_index) ||
+        args.cuda_device_index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device must be cpu, cuda or cuda:N, got '", args.device, "'"));
+    }
+  } else if (args.device != "cpu") {
     return absl::InvalidArgumentError(
         absl::StrCat("--device must be cpu, cuda or cuda:N, got '", args.device, "'"));
   }
@@ -214,6 +230,14 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   auto write_timeout = cl.GetInt("stream-write-timeout", 60, 0, kMaxAgeSeconds);
   if (!write_timeout.ok()) return write_timeout.status();
   args.stream_write_timeout_s = *write_timeout;
+  args.cuda_plugin = cl.GetString("cuda-plugin").value_or("");
+  if (auto fraction = cl.GetString("gpu-memory-utilization"); fraction.has_value()) {
+    if (!absl::SimpleAtod(*fraction, &args.gpu_memory_utilization) ||
+        !(args.gpu_memory_utilization > 0 && args.gpu_memory_utilization <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--gpu-memory-utilization must be in (0, 1], got '", *fraction, "'"));
+    }
+  }
   return args;
 }
 
@@ -301,6 +325,30 @@ int Run(int argc, char** argv) {
     metrics = *std::move(started);
     std::cerr << "vaultgemma-server: metrics on http://0.0.0.0:" << metrics_port
               << "/metrics (metrics port " << metrics_port << ")" << std::endl;
+  }
+  // --device cuda: the plugin loads only now, after the exposer (TOOLCHAIN.md, landmine 2).
+  if (args->cuda_device_index >= 0) {
+    auto plugin = engine::LoadCudaPlugin(args->cuda_plugin);
+    if (!plugin.ok()) {
+      std::cerr << "vaultgemma-server: --device " << args->device << ": "
+                << plugin.status().message() << "\n";
+      return 2;
+    }
+    auto devices = (*plugin)->list_devices();
+    if (!devices.ok()) {
+      std::cerr << "vaultgemma-server: --device " << args->device << ": "
+                << devices.status().message() << "\n";
+      return 2;
+    }
+    if (args->cuda_device_index >= static_cast<int>(devices->size())) {
+      std::cerr << "vaultgemma-server: --device " << args->device << ": this machine has "
+                << devices->size() << " CUDA device(s)\n";
+      return 2;
+    }
+    // Engine has no backend injection yet and the plugin's Forward is not written (issue 7).
+    std::cerr << "vaultgemma-server: --device " << args->device
+              << ": the CUDA forward pass is not written yet (issue 7); use --device cpu\n";
+    return 2;
   }
   std::unique_ptr<AccessLog> access_log;
   if (args->access_log != "off") {

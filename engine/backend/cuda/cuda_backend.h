@@ -1,0 +1,50 @@
+// CudaBackend: the VaultGemma backend on one CUDA device, inside libvaultgemma_cuda.so (issue 7).
+//
+// Create selects the device, creates the cuBLASLt handle and a stream, uploads every weight as
+// BF16 (F32/F16 checkpoints are converted on the host; tiled matrices are refused: open the
+// checkpoint row-major), and allocates a paged KV pool (K and V in BF16, per layer) taking
+// `gpu_memory_utilization` of the device memory free after the weights.
+//
+// NOT WRITTEN YET: Forward. It returns UNIMPLEMENTED ("the CUDA forward pass is not written yet
+// (issue 7)"); the kernels are being written in engine/backend/cuda/kernels/. So the server's
+// `--device cuda` loads the plugin and the weights but every request fails until it lands.
+//
+// Thread-safety: not thread-safe; one caller (the engine loop), like every Backend.
+#ifndef VG_ENGINE_BACKEND_CUDA_CUDA_BACKEND_H_
+#define VG_ENGINE_BACKEND_CUDA_CUDA_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/plugin_api.h"
+#include "engine/model/checkpoint.h"
+
+namespace vg::engine {
+
+// The devices present, or FAILED_PRECONDITION "no CUDA driver ..." / "no CUDA device ...".
+absl::StatusOr<std::vector<CudaDeviceInfo>> ListCudaDevices();
+
+class CudaBackend final : public Backend {
+ public:
+  // See plugin_api.h's create_backend for the error codes.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Checkpoint& checkpoint,
+                                                             const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  absl::Status Forward(const BatchPlan& plan, Logits* logits) override;
+  int32_t num_blocks() const override;
+  int32_t block_size() const override;
+  int64_t vocab_size() const override;
+
+ private:
+  class Impl;
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vg::engine
+
+#endif  // VG_ENGINE_BACKEND_CUDA_CUDA_BACKEND_H_

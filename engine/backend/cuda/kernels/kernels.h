@@ -1,0 +1,105 @@
+// CUDA kernels of the VaultGemma forward pass (issue 7), callable from plain C++.
+//
+// Every function enqueues work on `stream` and returns at once (asynchronous); it returns the
+// launch error (cudaGetLastError) as a cudaError_t, never aborts. All pointers are device
+// pointers unless noted. BF16 tensors are passed as `uint16_t*` holding the raw bfloat16 bits
+// (the checkpoint's layout), so callers need no CUDA header beyond cuda_runtime_api.h.
+// Tensors are dense row-major; shapes are given as [outer]...[inner].
+// Numerics follow /work/shared/reference/vaultgemma-architecture.md: float32 math throughout.
+//
+// KV cache (per layer, K and V separately): BF16 [num_blocks][block_size][num_kv_heads][head_dim],
+// the same layout as engine/backend/cpu/kv_cache.h. A sequence's block table entry i holds its
+// positions [i*block_size, (i+1)*block_size). K is stored after RoPE.
+#ifndef VG_ENGINE_BACKEND_CUDA_KERNELS_KERNELS_H_
+#define VG_ENGINE_BACKEND_CUDA_KERNELS_KERNELS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace vg::engine::cuda {
+
+// sqrt(hidden_size) as the model multiplies by it: rounded to bfloat16 first when the
+// activations are bf16 (the reference casts the constant to the activation dtype). Host function.
+float EmbeddingNormalizer(int hidden_size, bool bf16_activations);
+
+// out[t][h] = float(table[ids[t]][h]) * normalizer.
+// table: BF16 [vocab][hidden]; ids: int32 [num_tokens], each in [0, vocab) (precondition, not
+// checked on the device); out: float32 [num_tokens][hidden].
+cudaError_t EmbedTokens(const uint16_t* table, const int32_t* ids, int num_tokens, int hidden,
+                        float normalizer, float* out, cudaStream_t stream);
+
+// The residual add fused with the next RMSNorm, VaultGemma style (no post-norms):
+//   if x != nullptr: residual[t] += x[t]   (in place: the new residual stream h = r + f(h))
+//   normed[t] = residual[t] * rsqrt(mean(residual[t]^2) + eps) * (1 + weight)
+// residual: float32 [num_tokens][hidden] (read/write); x: float32 [num_tokens][hidden] or null;
+// weight: float32 [hidden] (stored centred on 0); normed: BF16 [num_tokens][hidden] (GEMM input)
+// and/or normed_f32: float32 [num_tokens][hidden]; either may be null. normed must not alias
+// residual or x.
+cudaError_t ResidualRmsNorm(float* residual, const float* x, const float* weight, int num_tokens,
+                            int hidden, float eps, uint16_t* normed, float* normed_f32,
+                            cudaStream_t stream);
+
+// Rotate-half RoPE on q (in place) and k, then k and v written into the paged cache.
+// q: float32 [num_tokens][num_heads][head_dim] (in place); k, v: float32
+// [num_tokens][num_kv_heads][head_dim] (read only; k is rotated on the way into the cache);
+// positions: int32 [num_tokens]; slots: int64 [num_tokens], slot = physical_block * block_size +
+// offset_in_block of that token's position (taken from its block table); k_cache, v_cache: BF16
+// [num_blocks][block_size][num_kv_heads][head_dim] of one layer. head_dim must be even.
+// inv_freq[i] = rope_theta^(-2i/head_dim), angle = position * inv_freq[i] in float32.
+cudaError_t RopeAndWriteKv(float* q, const float* k, const float* v, const int32_t* positions,
+                           const int64_t* slots, int num_tokens, int num_heads, int num_kv_heads,
+                           int head_dim, float rope_theta, uint16_t* k_cache, uint16_t* v_cache,
+                           cudaStream_t stream);
+
+// Paged attention shapes shared by decode and prefill.
+struct PagedAttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;          // divides num_heads (GQA: head h reads kv head h / group)
+  int head_dim = 0;              // <= 512
+  int block_size = 0;
+  int max_blocks_per_seq = 0;    // row stride of block_tables
+  float scale = 0.f;             // query_pre_attn_scalar^-0.5
+  float logit_softcap = 0.f;     // scores = tanh(s/cap)*cap before softmax; 0 = no cap
+  int partition_size = 512;      // split-K: positions per partition (> 0, + head_dim <= 12224)
+};
+
+// Number of float32 elements of scratch PagedAttention needs (partial outputs, maxima, sums).
+int64_t PagedAttentionScratchFloats(const PagedAttentionShape& shape, int num_queries,
+                                    int max_context_len);
+
+// Attention for num_queries query rows over the paged cache (the query's K/V must already be in
+// the cache: call RopeAndWriteKv first). Query row r belongs to sequence query_seq[r] and sees
+// the positions [0, context_lens[r]) of that sequence (causality is expressed by context_lens:
+// decode gives one row per sequence with its full length; a prefill chunk gives one row per new
+// token with position + 1). Split-K: each partition of partition_size positions is reduced in
+// one block, then a second kernel combines partial max/sum/output.
+// q: float32 [num_queries][num_heads][head_dim]; query_seq: int32 [num_queries];
+// context_lens: int32 [num_queries], 1 <= len <= max_context_len, and
+// len <= max_blocks_per_seq * block_size; block_tables: int32 [num_seqs][max_blocks_per_seq];
+// k_cache, v_cache: BF16 cache of one layer; out: float32 [num_queries][num_heads][head_dim];
+// scratch: PagedAttentionScratchFloats(...) floats.
+cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
+                           const int32_t* query_seq, const int32_t* context_lens,
+                           int num_queries, int max_context_len, const int32_t* block_tables,
+                           const uint16_t* k_cache, const uint16_t* v_cache, float* scratch,
+                           float* out, cudaStream_t stream);
+
+// out[t][i] = gelu_pytorch_tanh(gate[t][i]) * up[t][i], tanh approximation:
+// 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). gate, up: float32 [num_tokens][intermediate];
+// out: BF16 [num_tokens][intermediate] (the down projection's input).
+cudaError_t GeGlu(const float* gate, const float* up, int64_t count, uint16_t* out,
+                  cudaStream_t stream);
+
+// logits[r][j] = tanh(logits[r][j] / cap) * cap in place (cap > 0; with cap == 0 only argmax
+// runs). If argmax != nullptr, argmax[r] = index of the largest capped logit of row r (the lowest
+// index among ties). logits: float32 [num_rows][vocab]; argmax: int32 [num_rows].
+cudaError_t FinalSoftcapArgmax(float* logits, int num_rows, int vocab, float cap, int32_t* argmax,
+                               cudaStream_t stream);
+
+// Conversion helpers for callers and tests (float32 <-> BF16 bits, round-to-nearest-even).
+cudaError_t FloatToBf16(const float* in, int64_t count, uint16_t* out, cudaStream_t stream);
+
+}  // namespace vg::engine::cuda
+
+#endif  // VG_ENGINE_BACKEND_CUDA_KERNELS_KERNELS_H_
