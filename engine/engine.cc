@@ -436,6 +436,20 @@ absl::StatusOr<std::unique_ptr<EngineImpl>> MakeEngine(const EngineOptions& opti
   return std::make_unique<EngineImpl>(options, config, backend, tokenizer, *std::move(kv));
 }
 
+// An engine that owns its checkpoint, tokenizer and backend (Engine::Create).
+absl::StatusOr<std::unique_ptr<Engine>> AdoptEngine(const EngineOptions& options,
+                                                    const ModelConfig& config,
+                                                    std::unique_ptr<Checkpoint> checkpoint,
+                                                    std::unique_ptr<Tokenizer> tokenizer,
+                                                    std::unique_ptr<Backend> backend) {
+  auto engine = MakeEngine(options, config, backend.get(), tokenizer.get());
+  if (!engine.ok()) return engine.status();
+  (*engine)->checkpoint_ = std::move(checkpoint);
+  (*engine)->owned_tokenizer_ = std::move(tokenizer);
+  (*engine)->owned_backend_ = std::move(backend);
+  return std::unique_ptr<Engine>(*std::move(engine));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateForTest(const EngineOptions& options,
@@ -455,8 +469,11 @@ absl::StatusOr<DType> ParseKvCacheDType(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
-  // Tiled: the CPU backend reads its matrices in place (matrix_layout.h).
-  auto checkpoint = Checkpoint::Open(options.model_dir, MatrixLayout::kTiles);
+  // Tiled: the CPU backend reads its matrices in place (matrix_layout.h). A backend from a
+  // factory says which layout it needs.
+  auto checkpoint =
+      Checkpoint::Open(options.model_dir,
+                       options.backend_factory ? options.checkpoint_layout : MatrixLayout::kTiles);
   if (!checkpoint.ok()) return checkpoint.status();
   auto tokenizer = Tokenizer::Load(options.model_dir / "tokenizer.model");
   if (!tokenizer.ok()) return tokenizer.status();
@@ -467,6 +484,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
         (*tokenizer)->vocab_size(), " pieces but config.json vocab_size is ", config.vocab_size));
   }
   if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
+  if (options.backend_factory) {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = options.backend_factory(**checkpoint);
+    if (!backend.ok()) return backend.status();
+    if (*backend == nullptr) return absl::InternalError("the backend factory returned no backend");
+    if ((*backend)->vocab_size() != config.vocab_size) {
+      return absl::InternalError(
+          absl::StrCat("the backend's vocabulary (", (*backend)->vocab_size(),
+                       ") differs from config.json's (", config.vocab_size, ")"));
+    }
+    return AdoptEngine(options, config, *std::move(checkpoint), *std::move(tokenizer),
+                       *std::move(backend));
+  }
 
   // The KV pool: an explicit block count, else a byte budget, else room for max_num_seqs full
   // contexts, K and V in options.kv_cache_dtype.
@@ -494,12 +523,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                       .kv_cache_dtype = options.kv_cache_dtype,
                                                   });
   if (!backend.ok()) return backend.status();
-  auto engine = MakeEngine(options, config, backend->get(), tokenizer->get());
-  if (!engine.ok()) return engine.status();
-  (*engine)->checkpoint_ = *std::move(checkpoint);
-  (*engine)->owned_tokenizer_ = *std::move(tokenizer);
-  (*engine)->owned_backend_ = *std::move(backend);
-  return std::unique_ptr<Engine>(*std::move(engine));
+  return AdoptEngine(options, config, *std::move(checkpoint), *std::move(tokenizer),
+                     *std::move(backend));
 }
 
 }  // namespace vg::engine

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,12 +23,19 @@
 #include "engine/clock.h"
 #include "engine/model/config.h"
 #include "engine/model/dtype.h"
+#include "engine/model/matrix_layout.h"
 #include "engine/request.h"
 
 namespace vg::engine {
 
 class Backend;
+class Checkpoint;
 class Tokenizer;
+
+// Makes the backend an engine runs on, from the checkpoint Engine::Create opened (which outlives
+// the backend). The server's --device cuda passes the CUDA plugin's create_backend through one.
+using BackendFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Backend>>(const Checkpoint& checkpoint)>;
 
 // What one engine step computed, given to a StepObserver.
 struct StepInfo {
@@ -64,6 +72,14 @@ struct EngineOptions {
   bool enable_prefix_caching = true;
   const Clock* clock = nullptr;           // nullptr = Clock::Real(); must outlive the engine
   StepObserver* step_observer = nullptr;  // optional; must outlive the engine
+  // Optional: the backend to run instead of the CPU backend. Create opens the checkpoint in
+  // `checkpoint_layout` and calls the factory once; num_threads, kv_cache_bytes, kv_cache_dtype
+  // and num_kv_blocks (CPU backend settings) are then ignored: the factory sizes its own KV pool,
+  // and the engine takes num_blocks() and block_size() from the backend it returns. Unset: the
+  // CPU backend over a tiled checkpoint, as always.
+  BackendFactory backend_factory;
+  // The matrix layout the factory's backend needs (the CUDA backend: kRowMajor).
+  MatrixLayout checkpoint_layout = MatrixLayout::kRowMajor;
 };
 
 struct EngineStats {
@@ -83,8 +99,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Opens the checkpoint and tokenizer, creates the CPU backend and starts the loop thread.
-  // Errors from the loaders (NOT_FOUND, INVALID_ARGUMENT naming the file).
+  // Opens the checkpoint and tokenizer, creates the backend (options.backend_factory's, else the
+  // CPU backend) and starts the loop thread. Errors from the loaders (NOT_FOUND, INVALID_ARGUMENT
+  // naming the file) and from the backend factory, passed through.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
   // For tests: an engine over a given backend (a fake) and tokenizer; both must outlive it.
   static absl::StatusOr<std::unique_ptr<Engine>> CreateForTest(const EngineOptions& options,

@@ -47,8 +47,9 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
                            local Hugging Face cache
   --listen HOST:PORT       default 0.0.0.0:50051; port 0 picks a free port (printed on start)
   --device DEVICE          where the model runs: cpu (the default), cuda or cuda:N (loads the
-                           CUDA plugin libvaultgemma_cuda.so after metrics start; its forward
-                           pass is not written yet, so cuda stops after the device checks)
+                           CUDA plugin libvaultgemma_cuda.so after metrics start; weights and
+                           KV cache in BF16 on that device; --threads, --kv-cache-bytes and
+                           --kv-cache-dtype are CPU settings and do not apply)
   --cuda-plugin PATH       the CUDA plugin; default: ../lib/libvaultgemma_cuda.so from this
                            binary's directory, then the library search path
   --gpu-memory-utilization F  fraction in (0, 1] of the device memory left after the weights
@@ -345,10 +346,18 @@ int Run(int argc, char** argv) {
                 << devices->size() << " CUDA device(s)\n";
       return 2;
     }
-    // Engine has no backend injection yet and the plugin's Forward is not written (issue 7).
-    std::cerr << "vaultgemma-server: --device " << args->device
-              << ": the CUDA forward pass is not written yet (issue 7); use --device cpu\n";
-    return 2;
+    // The engine opens the checkpoint row-major and asks the plugin for the backend; the plugin
+    // stays loaded for the life of the process (cuda_plugin_loader.h).
+    const engine::VgCudaPluginApi* api = *plugin;
+    const engine::CudaBackendOptions cuda_options{
+        .device_index = args->cuda_device_index,
+        .block_size = args->engine.block_size,
+        .gpu_memory_utilization = args->gpu_memory_utilization,
+    };
+    args->engine.checkpoint_layout = engine::MatrixLayout::kRowMajor;
+    args->engine.backend_factory = [api, cuda_options](const engine::Checkpoint& checkpoint) {
+      return api->create_backend(checkpoint, cuda_options);
+    };
   }
   std::unique_ptr<AccessLog> access_log;
   if (args->access_log != "off") {

@@ -110,7 +110,9 @@ TEST(VaultgemmaServerTest, BadUsageExitsTwoWithOneLine) {
            {kBinary},
            {kBinary, "--model", kFixture, "--threads", "many"},
            {kBinary, "--model", "/no/such/model/dir"},
-           {kBinary, "--model", kFixture, "--device", "cuda:0"},
+           // (--device cuda itself serves where a device is present; tests/gpu/server_cuda_test
+           // covers its refusals.)
+           {kBinary, "--model", kFixture, "--device", "cuda:first"},
            {kBinary, "--model", kFixture, "--device", "tpu"},
            {kBinary, "--model", kFixture, "--kv-cache-dtype", "fp8"},
        }) {

@@ -5,9 +5,15 @@
 // checkpoint row-major), and allocates a paged KV pool (K and V in BF16, per layer) taking
 // `gpu_memory_utilization` of the device memory free after the weights.
 //
-// NOT WRITTEN YET: Forward. It returns UNIMPLEMENTED ("the CUDA forward pass is not written yet
-// (issue 7)"); the kernels are being written in engine/backend/cuda/kernels/. So the server's
-// `--device cuda` loads the plugin and the weights but every request fails until it lands.
+// Forward runs the whole model on one stream with the kernels of kernels/ and cuBLASLt GEMMs
+// (BF16 operands, float32 accumulation and activations; where it rounds differently from the CPU
+// backend is written at CudaBackend::Impl in the .cc): the step's ids, positions, KV slots and
+// block tables go up in one copy from pinned host memory, the logits of the rows the plan asks
+// for come down, and the host waits once per step. Activation buffers are sized for the largest
+// step so far and grow on demand (RESOURCE_EXHAUSTED when the device has no room left). The plan
+// is validated as the CPU backend validates it (cpu/plan_validation.h: INVALID_ARGUMENT, the
+// cache untouched); a CUDA or cuBLASLt failure is INTERNAL naming the step. Sliding-window layers
+// and attention biases are supported (the test fixtures use both).
 //
 // Thread-safety: not thread-safe; one caller (the engine loop), like every Backend.
 #ifndef VG_ENGINE_BACKEND_CUDA_CUDA_BACKEND_H_

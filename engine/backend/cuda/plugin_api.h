@@ -27,7 +27,7 @@
 
 namespace vg::engine {
 
-inline constexpr int32_t kVgCudaPluginAbiVersion = 1;
+inline constexpr int32_t kVgCudaPluginAbiVersion = 2;
 inline constexpr char kVgCudaPluginEntryPoint[] = "VgCudaPluginGetApi";
 
 struct CudaDeviceInfo {
@@ -45,6 +45,9 @@ struct CudaBackendOptions {
   // Fraction of the device memory left after the weights that the KV pool takes, in (0, 1].
   double gpu_memory_utilization = 0.9;
   int32_t max_num_blocks = 0;  // > 0 caps the pool (tests); 0 = what the fraction gives
+  // Tests: fill the KV pool (once) and every activation buffer (before each step) with 0xFF bytes
+  // (NaN in float32 and BF16), so that a read of anything not written shows in the logits.
+  bool poison_buffers = false;
 };
 
 struct VgCudaPluginApi {

@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/backend.h"
+#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/model/checkpoint.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -140,6 +143,52 @@ TEST_P(EngineFixtureTest, PrefixCacheWithinSaltOnly) {
   const auto third = RunAll(*engine, {r})[0];
   EXPECT_EQ(third.usage.cached_prompt_tokens, 0);
   EXPECT_EQ(third.token_ids, first.token_ids);
+}
+
+// EngineOptions::backend_factory: the engine opens the checkpoint in the layout asked for, calls
+// the factory once, runs on its backend (here a CPU backend over the row-major checkpoint, the
+// layout the CUDA plugin needs) and gives what the default CPU backend gives.
+TEST_P(EngineFixtureTest, BackendFactoryReplacesTheCpuBackend) {
+  const std::string fixture = GetParam();
+  Request r;
+  const nlohmann::json reference = Reference(fixture);
+  r.id = "1";
+  r.prompt_token_ids = reference["cases"][0]["prompt_token_ids"].get<std::vector<int32_t>>();
+  r.stopping.max_new_tokens = 8;
+  r.stopping.ignore_eos = true;
+  const auto want = RunAll(*MakeEngine(fixture, {.block_size = 4}), {r})[0];
+
+  int calls = 0;
+  EngineOptions options{.block_size = 4};
+  options.checkpoint_layout = MatrixLayout::kRowMajor;
+  options.backend_factory =
+      [&calls](const Checkpoint& checkpoint) -> absl::StatusOr<std::unique_ptr<Backend>> {
+    ++calls;
+    EXPECT_EQ(checkpoint.weights().layers[0].q_proj.layout, MatrixLayout::kRowMajor);
+    auto backend = CpuBackend::Create(
+        checkpoint, CpuBackendOptions{.num_threads = 2, .block_size = 4, .num_blocks = 40});
+    if (!backend.ok()) return backend.status();
+    return std::unique_ptr<Backend>(*std::move(backend));
+  };
+  auto engine = MakeEngine(fixture, options);
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(calls, 1);
+  const auto got = RunAll(*engine, {r})[0];
+  EXPECT_EQ(engine->Stats().kv_blocks_total, 40);  // the factory's pool (published per step)
+  EXPECT_EQ(got.token_ids, want.token_ids);
+  EXPECT_EQ(got.logprobs, want.logprobs);
+}
+
+TEST_P(EngineFixtureTest, BackendFactoryErrorIsReturned) {
+  EngineOptions options;
+  options.model_dir = Fixture(GetParam());
+  options.backend_factory = [](const Checkpoint&) -> absl::StatusOr<std::unique_ptr<Backend>> {
+    return absl::FailedPreconditionError("no CUDA device: test");
+  };
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(engine.status().message(), "no CUDA device: test");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixtureTest,

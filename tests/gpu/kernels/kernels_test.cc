@@ -8,8 +8,9 @@
 // Tolerances are stated per test: exact where the GPU does the same float32 operations as the
 // reference, otherwise bounds from float32 accumulation (~1e-4) and one BF16 rounding (2^-8
 // relative) of the output.
-// Not verified: performance, multi-stream use, NaN/Inf inputs, sizes over int32 element counts,
-// sliding-window attention (not implemented: VaultGemma 1B uses full attention in every layer).
+// Sliding windows: PagedAttention with a window spanning partitions, one smaller than two
+// blocks, and one larger than the context.
+// Not verified: performance, multi-stream use, NaN/Inf inputs, sizes over int32 element counts.
 // Without a CUDA device every test skips with "no CUDA device: <error>".
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -246,6 +247,7 @@ TEST_F(CudaKernelsTest, RopeAndWriteKvMatchesReference) {
 struct AttentionCase {
   int heads, kv_heads, head_dim, block_size, partition_size;
   float softcap, q_scale;
+  int window = 0;  // sliding window (0: full attention)
 };
 
 class PagedAttentionTest : public CudaKernelsTest,
@@ -260,9 +262,11 @@ void ReferenceAttention(const AttentionCase& c, const std::vector<float>& q, int
   out->assign(static_cast<size_t>(c.heads) * c.head_dim, 0.0);
   for (int h = 0; h < c.heads; ++h) {
     const int kvh = h / group;
-    std::vector<double> p(len);
+    // A sliding window sees [len - window, len) (transformers: q - window < k <= q).
+    const int lo = c.window > 0 ? std::max(0, len - c.window) : 0;
+    std::vector<double> p(len, 0.0);
     double m = -INFINITY;
-    for (int pos = 0; pos < len; ++pos) {
+    for (int pos = lo; pos < len; ++pos) {
       const int64_t slot = static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) *
                                c.block_size + pos % c.block_size;
       double dot = 0;
@@ -276,8 +280,8 @@ void ReferenceAttention(const AttentionCase& c, const std::vector<float>& q, int
       m = std::max(m, s);
     }
     double sum = 0;
-    for (double& x : p) sum += (x = std::exp(x - m));
-    for (int pos = 0; pos < len; ++pos) {
+    for (int pos = lo; pos < len; ++pos) sum += (p[pos] = std::exp(p[pos] - m));
+    for (int pos = lo; pos < len; ++pos) {
       const int64_t slot = static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) *
                                c.block_size + pos % c.block_size;
       for (int d = 0; d < c.head_dim; ++d) {
@@ -317,6 +321,7 @@ TEST_P(PagedAttentionTest, DecodeAndPrefillMatchReference) {
   shape.scale = 1.f / 16.f;
   shape.logit_softcap = c.softcap;
   shape.partition_size = c.partition_size;
+  shape.sliding_window = c.window;
 
   auto run = [&](const std::vector<int32_t>& query_seq, const std::vector<int32_t>& ctx) {
     const int rows = static_cast<int>(query_seq.size());
@@ -353,12 +358,16 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{4, 1, 256, 16, 2048, 50.f, 1.f},   // one partition
                       AttentionCase{8, 4, 256, 16, 512, 2.f, 4.f},     // GQA 2, cap active
                       AttentionCase{6, 3, 40, 5, 64, 0.f, 2.f},        // odd sizes, no cap
-                      AttentionCase{3, 3, 6, 7, 96, 1.f, 8.f}),       // MHA, tiny head
+                      AttentionCase{3, 3, 6, 7, 96, 1.f, 8.f},        // MHA, tiny head
+                      AttentionCase{4, 1, 256, 16, 32, 50.f, 1.f, 100},  // window over partitions
+                      AttentionCase{6, 3, 40, 5, 64, 0.f, 2.f, 7},       // window < a block pair
+                      AttentionCase{4, 1, 256, 16, 512, 50.f, 1.f, 4096}),  // window > context
     [](const ::testing::TestParamInfo<AttentionCase>& info) {
       const AttentionCase& c = info.param;
       return "h" + std::to_string(c.heads) + "kv" + std::to_string(c.kv_heads) + "d" +
              std::to_string(c.head_dim) + "b" + std::to_string(c.block_size) + "p" +
-             std::to_string(c.partition_size) + "i" + std::to_string(info.index);
+             std::to_string(c.partition_size) + "w" + std::to_string(c.window) + "i" +
+             std::to_string(info.index);
     });
 
 // BF16 output: |err| <= 2^-8 |ref| + 1e-6.

@@ -3,6 +3,7 @@
 // Prefill uses the same kernels, one query row per new token (see kernels.h).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/backend/cuda/kernels/kernels.h"
@@ -59,7 +60,8 @@ __global__ void __launch_bounds__(kThreads)
   float* logits = smem + s.head_dim;
   const int r = blockIdx.x, h = blockIdx.y, part = blockIdx.z;
   const int len = context_lens[r];
-  const int start = part * s.partition_size;
+  const int lo = s.sliding_window > 0 ? max(0, len - s.sliding_window) : 0;
+  const int start = lo + part * s.partition_size;
   if (start >= len) return;  // the whole block leaves together; the reduction skips this part
   const int end = min(start + s.partition_size, len);
   const int kv_head = h / (s.num_heads / s.num_kv_heads);
@@ -121,7 +123,9 @@ __global__ void __launch_bounds__(kThreads)
     CombineKernel(PagedAttentionShape s, const int32_t* context_lens, int max_parts,
                   Partials partials, float* out) {
   const int r = blockIdx.x, h = blockIdx.y;
-  const int parts = (context_lens[r] + s.partition_size - 1) / s.partition_size;
+  const int len = context_lens[r];
+  const int visible = s.sliding_window > 0 ? min(len, s.sliding_window) : len;
+  const int parts = (visible + s.partition_size - 1) / s.partition_size;
   const int64_t base = (static_cast<int64_t>(r) * s.num_heads + h) * max_parts;
   float global_max = -INFINITY;
   for (int p = 0; p < parts; ++p) global_max = fmaxf(global_max, partials.max[base + p]);
@@ -140,7 +144,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 int MaxParts(const PagedAttentionShape& s, int max_context_len) {
-  return (max_context_len + s.partition_size - 1) / s.partition_size;
+  const int visible =
+      s.sliding_window > 0 ? std::min(max_context_len, s.sliding_window) : max_context_len;
+  return (visible + s.partition_size - 1) / s.partition_size;
 }
 
 }  // namespace
@@ -161,6 +167,7 @@ cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
       shape.num_heads % shape.num_kv_heads != 0 || shape.head_dim <= 0 ||
       shape.head_dim > 512 || shape.block_size <= 0 || shape.partition_size <= 0 ||
       shape.head_dim + shape.partition_size > kMaxSharedFloats || max_context_len <= 0 ||
+      shape.sliding_window < 0 ||
       shape.num_heads > 65535) {
     return cudaErrorInvalidValue;
   }

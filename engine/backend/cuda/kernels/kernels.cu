@@ -106,6 +106,19 @@ __global__ void GeGluKernel(const float* gate, const float* up, int64_t count, u
   }
 }
 
+__global__ void AddBiasKernel(float* x, const float* bias, int64_t count, int cols) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] += bias[i % cols];
+  }
+}
+
+__global__ void GatherRowsKernel(const float* in, const int32_t* rows, int cols, float* out) {
+  const float* src = in + static_cast<int64_t>(rows[blockIdx.x]) * cols;
+  float* dst = out + static_cast<int64_t>(blockIdx.x) * cols;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}
+
 __global__ void FloatToBf16Kernel(const float* in, int64_t count, uint16_t* out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -191,6 +204,20 @@ cudaError_t GeGlu(const float* gate, const float* up, int64_t count, uint16_t* o
                   cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
   GeGluKernel<<<GridFor(count), kRowThreads, 0, stream>>>(gate, up, count, out);
+  return cudaGetLastError();
+}
+
+cudaError_t AddBias(float* x, const float* bias, int num_rows, int cols, cudaStream_t stream) {
+  const int64_t count = static_cast<int64_t>(num_rows) * cols;
+  if (count <= 0) return cudaSuccess;
+  AddBiasKernel<<<GridFor(count), kRowThreads, 0, stream>>>(x, bias, count, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t GatherRows(const float* in, const int32_t* rows, int num_rows, int cols, float* out,
+                       cudaStream_t stream) {
+  if (num_rows <= 0 || cols <= 0) return cudaSuccess;
+  GatherRowsKernel<<<num_rows, kRowThreads, 0, stream>>>(in, rows, cols, out);
   return cudaGetLastError();
 }
 

@@ -61,6 +61,10 @@ struct PagedAttentionShape {
   int max_blocks_per_seq = 0;    // row stride of block_tables
   float scale = 0.f;             // query_pre_attn_scalar^-0.5
   float logit_softcap = 0.f;     // scores = tanh(s/cap)*cap before softmax; 0 = no cap
+  // > 0: a sliding-window layer; a row with context length len sees only the positions
+  // [max(0, len - sliding_window), len) (transformers' mask: position p sees q - window < k <= q).
+  // 0: full attention.
+  int sliding_window = 0;
   int partition_size = 512;      // split-K: positions per partition (> 0, + head_dim <= 12224)
 };
 
@@ -96,6 +100,15 @@ cudaError_t GeGlu(const float* gate, const float* up, int64_t count, uint16_t* o
 // index among ties). logits: float32 [num_rows][vocab]; argmax: int32 [num_rows].
 cudaError_t FinalSoftcapArgmax(float* logits, int num_rows, int vocab, float cap, int32_t* argmax,
                                cudaStream_t stream);
+
+// x[t][i] += bias[i] in place. x: float32 [num_rows][cols]; bias: float32 [cols].
+cudaError_t AddBias(float* x, const float* bias, int num_rows, int cols, cudaStream_t stream);
+
+// out[i] = in[rows[i]] for i < num_rows (a gather of float32 rows of `cols` elements).
+// in: float32 [*][cols]; rows: int32 [num_rows], valid row indices of `in`; out: float32
+// [num_rows][cols], not aliasing `in`.
+cudaError_t GatherRows(const float* in, const int32_t* rows, int num_rows, int cols, float* out,
+                       cudaStream_t stream);
 
 // Conversion helpers for callers and tests (float32 <-> BF16 bits, round-to-nearest-even).
 cudaError_t FloatToBf16(const float* in, int64_t count, uint16_t* out, cudaStream_t stream);

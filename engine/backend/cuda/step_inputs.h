@@ -1,0 +1,49 @@
+// StepInputs: the per-step index arrays the CUDA forward pass uploads, built on the host from a
+// BatchPlan (issue 7). Pure C++ with no CUDA dependency, so it is built and tested everywhere.
+//
+// One Forward flattens the plan into rows (one per new token, entries in plan order) and uploads,
+// in one copy, for every row: its KV slot (block id * block_size + offset), token id, position,
+// entry index (query_seq: which block-table row it reads) and causal context length
+// (position + 1: the row sees itself and what precedes it); the rows whose logits the plan asks
+// for (LogitsMode); and the block tables padded to the longest one needed this step.
+// Preconditions: the plan passed cpu::ValidatePlan for this block size (every block table
+// covers its positions); nothing is checked again here.
+#ifndef VG_ENGINE_BACKEND_CUDA_STEP_INPUTS_H_
+#define VG_ENGINE_BACKEND_CUDA_STEP_INPUTS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend/batch_plan.h"
+
+namespace vg::engine::cuda {
+
+// Sizes and byte offsets of the arrays inside the one upload, each 16-byte aligned.
+struct StepLayout {
+  int32_t num_tokens = 0;  // rows
+  int32_t num_entries = 0;
+  int32_t max_blocks_per_seq = 1;  // row stride of the block tables (>= 1)
+  int32_t max_context_len = 1;     // the longest context any row sees (>= 1)
+  size_t slots = 0;                // int64 [num_tokens]
+  size_t tokens = 0;               // int32 [num_tokens]
+  size_t positions = 0;            // int32 [num_tokens]
+  size_t query_seq = 0;            // int32 [num_tokens]
+  size_t context_lens = 0;         // int32 [num_tokens]
+  size_t selected = 0;             // int32 [num_tokens]: the first num_logit_rows are used
+  size_t block_tables = 0;         // int32 [num_entries][max_blocks_per_seq]
+  size_t bytes = 0;                // total
+};
+
+// The layout for `plan`. num_tokens is 0 for an empty plan.
+StepLayout LayoutStep(const BatchPlan& plan, int32_t block_size);
+
+// Writes the arrays into `dst` (layout.bytes bytes, 8-byte aligned) and returns the number of
+// logit rows; `row_entry` receives each logit row's entry index (appended, in row order, as
+// Logits::row_entry wants). Block-table padding beyond what an entry needs is 0 (never read).
+int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& layout,
+                 std::byte* dst, std::vector<int32_t>* row_entry);
+
+}  // namespace vg::engine::cuda
+
+#endif  // VG_ENGINE_BACKEND_CUDA_STEP_INPUTS_H_

@@ -1,0 +1,94 @@
+// The CUDA forward pass's host-side step packing (engine/backend/cuda/step_inputs.h): runs in
+// every build, no GPU needed. Checks every array for a plan mixing a prefill chunk (kAll), a
+// chunk without logits (kNone) and decodes (kLast) over shuffled block tables, and the empty plan.
+#include "engine/backend/cuda/step_inputs.h"
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace vg::engine::cuda {
+namespace {
+
+template <typename T>
+std::vector<T> Read(const std::vector<std::byte>& buffer, size_t offset, size_t count) {
+  std::vector<T> out(count);
+  std::memcpy(out.data(), buffer.data() + offset, count * sizeof(T));
+  return out;
+}
+
+BatchEntry Entry(int64_t id, const std::vector<int32_t>& tokens, int32_t start,
+                 const std::vector<int32_t>& table, LogitsMode mode) {
+  BatchEntry e;
+  e.sequence_id = id;
+  e.token_ids = tokens;
+  e.start_position = start;
+  e.block_table = table;
+  e.logits = mode;
+  return e;
+}
+
+TEST(StepInputsTest, PacksEveryArray) {
+  constexpr int32_t kBlock = 4;
+  const std::vector<int32_t> decode_a = {7};
+  const std::vector<int32_t> chunk_b = {10, 11, 12};
+  const std::vector<int32_t> chunk_c = {20, 21};
+  const std::vector<int32_t> decode_d = {30};
+  // Table entries beyond what a sequence needs are present but must not be packed.
+  const std::vector<int32_t> table_a = {5, 9, 2, 99};
+  const std::vector<int32_t> table_b = {3, 8};
+  const std::vector<int32_t> table_c = {6};
+  const std::vector<int32_t> table_d = {1, 4, 0};
+  BatchPlan plan;
+  plan.entries.push_back(Entry(1, decode_a, 9, table_a, LogitsMode::kLast));   // pos 9
+  plan.entries.push_back(Entry(2, chunk_b, 4, table_b, LogitsMode::kAll));     // pos 4..6
+  plan.entries.push_back(Entry(3, chunk_c, 0, table_c, LogitsMode::kNone));    // pos 0..1
+  plan.entries.push_back(Entry(4, decode_d, 10, table_d, LogitsMode::kLast));  // pos 10
+
+  const StepLayout l = LayoutStep(plan, kBlock);
+  EXPECT_EQ(l.num_tokens, 7);
+  EXPECT_EQ(l.num_entries, 4);
+  EXPECT_EQ(l.max_blocks_per_seq, 3);  // positions up to 10 need 3 blocks of 4
+  EXPECT_EQ(l.max_context_len, 11);
+  for (size_t offset : {l.slots, l.tokens, l.positions, l.query_seq, l.context_lens, l.selected,
+                        l.block_tables, l.bytes}) {
+    EXPECT_EQ(offset % 16, 0u);
+  }
+  EXPECT_GE(l.tokens, l.slots + 7 * sizeof(int64_t));
+  EXPECT_GE(l.bytes, l.block_tables + 4 * 3 * sizeof(int32_t));
+
+  std::vector<std::byte> buffer(l.bytes, std::byte{0xAB});
+  std::vector<int32_t> row_entry = {42};  // appended to
+  const int32_t rows = FillStep(plan, kBlock, l, buffer.data(), &row_entry);
+  EXPECT_EQ(rows, 1 + 3 + 0 + 1);
+  EXPECT_EQ(row_entry, (std::vector<int32_t>{42, 0, 1, 1, 1, 3}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.tokens, 7), (std::vector<int32_t>{7, 10, 11, 12, 20, 21, 30}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.positions, 7), (std::vector<int32_t>{9, 4, 5, 6, 0, 1, 10}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.query_seq, 7), (std::vector<int32_t>{0, 1, 1, 1, 2, 2, 3}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.context_lens, 7),
+            (std::vector<int32_t>{10, 5, 6, 7, 1, 2, 11}));
+  // slot = block_table[pos / 4] * 4 + pos % 4
+  EXPECT_EQ(Read<int64_t>(buffer, l.slots, 7),
+            (std::vector<int64_t>{2 * 4 + 1, 8 * 4 + 0, 8 * 4 + 1, 8 * 4 + 2, 6 * 4 + 0, 6 * 4 + 1,
+                                  0 * 4 + 2}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.selected, 5), (std::vector<int32_t>{0, 1, 2, 3, 6}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.block_tables, 12), (std::vector<int32_t>{5, 9, 2,  //
+                                                                             3, 8, 0,  //
+                                                                             6, 0, 0,  //
+                                                                             1, 4, 0}));
+}
+
+TEST(StepInputsTest, EmptyPlanHasNoRows) {
+  const StepLayout l = LayoutStep(BatchPlan{}, 16);
+  EXPECT_EQ(l.num_tokens, 0);
+  EXPECT_EQ(l.num_entries, 0);
+  std::vector<std::byte> buffer(l.bytes + 16);
+  std::vector<int32_t> row_entry;
+  EXPECT_EQ(FillStep(BatchPlan{}, 16, l, buffer.data(), &row_entry), 0);
+  EXPECT_TRUE(row_entry.empty());
+}
+
+}  // namespace
+}  // namespace vg::engine::cuda
