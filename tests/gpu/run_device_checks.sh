@@ -17,7 +17,7 @@
 # log and XML, a random checkpoint of the 1B shape made with make_random_checkpoint, our engine's
 # throughput on it (batch_benchmark --device cuda) and transformers' (eager, static cache), and
 # prints a short table last. A step that fails is reported in the table and the run goes on; the
-# exit status is 1 if any test failed.
+# exit status is 1 if any test failed. A dry run without a GPU: OUT=/tmp/x VG_CHECK_SHAPE=tiny ... run
 set -u -o pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,10 +32,10 @@ prepare() {
     -DVG_BUILD_BENCHMARKS=ON >/dev/null || die "cmake failed in $build"
   local targets=(vaultgemma_cuda vaultgemma-server make_random_checkpoint batch_benchmark
                  decode_benchmark)
+  # Every test program that tests/gpu/ defines.
   local gpu_tests
-  gpu_tests=$(cd "$build" && ctest -N -L gpu 2>/dev/null | sed -n 's/.*Test *#[0-9]*: \([a-z_]*\)\..*/\1/p' |
-              sort -u)
-  [ -n "$gpu_tests" ] || die "no ctest test carries the label gpu in $build"
+  gpu_tests=$(grep -rhoE 'vg_add_test\(NAME [a-z_0-9]+' "$repo/tests/gpu" | awk '{print $2}' | sort -u)
+  [ -n "$gpu_tests" ] || die "no vg_add_test in tests/gpu"
   # shellcheck disable=SC2206
   targets+=($gpu_tests)
   cmake --build "$build" --target "${targets[@]}" || die "the build failed"
@@ -99,14 +99,16 @@ run() {
     timeout 300 "$t" --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1
     local rc=$?
     local summary
-    summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/$name.log" | tr -s ' ' | paste -sd ' ')
+    summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) *\] [0-9]+ test' "$out/$name.log" | tr -s ' ' | paste -sd ' ')
     [ $rc -eq 0 ] || failed=1
     rows+=("test $name: rc $rc ${summary:-no summary (see $name.log)}")
   done
 
-  # 2. A random checkpoint of the released model's shape, BF16 (about 2 GB).
-  local model=/tmp/vg-1b
-  if "$stage/build/bin/make_random_checkpoint" --out "$model" --shape 1b --dtype bf16 \
+  # 2. A random checkpoint of the released model's shape, BF16 (about 2 GB). VG_CHECK_SHAPE=tiny
+  # makes a dry run of this script quick on a machine without a GPU.
+  local shape="${VG_CHECK_SHAPE:-1b}" model=/tmp/vg-check-model
+  rm -rf "$model"
+  if "$stage/build/bin/make_random_checkpoint" --out "$model" --shape "$shape" --dtype bf16 \
       >"$out/checkpoint.log" 2>&1; then
     # 3. Our engine on the GPU: one stream, 64 and 256 streams.
     timeout 300 "$stage/build/bench/batch_benchmark" --model "$model" --device cuda \
