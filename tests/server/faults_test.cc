@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "tests/server/http_get.h"
 #include "tests/server/server_process.h"
+#include "tests/server/started_server.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
 namespace vg::server {
@@ -57,43 +58,15 @@ constexpr int kLongTokens = 100;  // the fixture's context is 128
 constexpr int64_t kFixtureBlockBytes = 2 * 2 * 4 * 8 * 4 * 16;
 
 // A running server with metrics, and the ports it printed.
-struct Started {
-  std::unique_ptr<testing::ServerProcess> process;
-  int port = 0;
-  int metrics_port = 0;
-  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-  std::shared_ptr<grpc::Channel> NewChannel() const {
-    return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
-  }
-};
+using Started = testing::StartedServer;
+using testing::MetricValue;
 
 Started StartServer(std::vector<std::string> extra) {
   std::vector<std::string> argv = {kBinary,       "--model",        kFixture, "--listen",
                                    "127.0.0.1:0", "--threads",      "1",      "--metrics-port",
                                    "0",           "--no-reflection"};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  Started started;
-  started.process = std::make_unique<testing::ServerProcess>(argv);
-  if (!started.process->started()) return started;
-  const auto metrics_line = started.process->WaitForLine("(metrics port ", 30);
-  if (!metrics_line.has_value()) return started;
-  started.metrics_port =
-      std::stoi(metrics_line->substr(metrics_line->rfind("(metrics port ") + 14));
-  const auto line = started.process->WaitForLine("(port ", 60);
-  if (!line.has_value()) return started;
-  started.port = std::stoi(line->substr(line->rfind("(port ") + 6));
-  return started;
-}
-
-// The value of the first sample in a /metrics body whose line starts with `series` plus a space
-// (e.g. `vaultgemma_kv_cache_blocks{state="used"}`); -1 when absent.
-double MetricValue(const std::string& body, const std::string& series) {
-  std::istringstream lines(body);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
+  return testing::StartServerBinary(argv);
 }
 
 struct Gauges {
