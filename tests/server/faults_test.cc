@@ -548,6 +548,10 @@ TEST(FaultsTest, ClientThatNeverReadsBlocksNobodyAndIsReleasedWhenItGoes) {
   stuck_channel.reset();
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 12), 12)
       << testing::HttpGetBody(server.metrics_port, "/metrics");
+  // ...and counts them as write timeouts (a client's own cancel would not be).
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            12);
   const StreamResult after = ReadStream(*stub, LongRequest(), 30);
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.token_ids.size(), static_cast<size_t>(kLongTokens));
@@ -603,6 +607,10 @@ TEST(FaultsTest, VanishedClientsStreamIsCancelledByKeepalive) {
   EXPECT_TRUE(served.status.ok()) << served.status.error_message();
   EXPECT_EQ(served.token_ids.size(), static_cast<size_t>(kLongTokens));
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 1), 1);
+  // Keepalive ended it, not the (60 s) write timeout.
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            0);
   stub.reset();  // an idle sync client does not answer the shutdown's PING; let it go first
   server.process->Signal(SIGTERM);
   EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
@@ -636,6 +644,10 @@ TEST(FaultsTest, ClientThatStopsReadingLosesItsStreamsAfterTheWriteTimeout) {
   // ...until the stalled writes time out: the server ends all 12 calls itself.
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 12), 12)
       << testing::HttpGetBody(server.metrics_port, "/metrics");
+  // ...and counts them as write timeouts (a client's own cancel would not be).
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            12);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stuck_at).count();
   EXPECT_GE(seconds, 2.0);
