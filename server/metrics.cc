@@ -168,6 +168,10 @@ Metrics::Metrics(const ModelLabels& labels) : registry_(std::make_shared<prometh
   engine_steps_ = AddCounter(r, "vaultgemma_engine_steps_total", "Engine steps (forward passes).");
   engine_step_seconds_ = AddCounter(r, "vaultgemma_engine_step_seconds_total",
                                     "Time spent in engine steps, in seconds.");
+  stream_write_timeouts_ = AddCounter(
+      r, "vaultgemma_stream_write_timeouts_total",
+      "Generate streams cancelled by the server because their client stopped reading for "
+      "--stream-write-timeout.");
 
   requests_total_ = &prometheus::BuildCounter()
                          .Name("vaultgemma_requests_total")
@@ -288,6 +292,10 @@ void Metrics::ObserveEngineFinish(engine::FinishReason reason,
 }
 
 void Metrics::ObserveInterTokenGap(double seconds) { inter_token_latency_->Observe(seconds); }
+
+void Metrics::ObserveStreamWriteTimeouts(int64_t streams) {
+  stream_write_timeouts_->Increment(static_cast<double>(streams));
+}
 
 void Metrics::ObserveRpc(std::string_view method, grpc::StatusCode code) {
   grpc_requests_total_

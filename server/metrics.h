@@ -87,6 +87,9 @@ class Metrics final : public engine::StepObserver {
   void ObserveInterTokenGap(double seconds);
   // An RPC's final status; `method` is the short name ("Generate", "Tokenize", "GetModelInfo").
   void ObserveRpc(std::string_view method, grpc::StatusCode code);
+  // Generate streams the server cancelled because their client stopped reading
+  // (--stream-write-timeout).
+  void ObserveStreamWriteTimeouts(int64_t streams);
 
  private:
   explicit Metrics(const ModelLabels& labels);
@@ -106,6 +109,7 @@ class Metrics final : public engine::StepObserver {
   prometheus::Counter* preemptions_;
   prometheus::Counter* engine_steps_;
   prometheus::Counter* engine_step_seconds_;
+  prometheus::Counter* stream_write_timeouts_;
   prometheus::Family<prometheus::Counter>* requests_total_;
   prometheus::Family<prometheus::Counter>* grpc_requests_total_;
   prometheus::Histogram* time_to_first_token_;

@@ -389,7 +389,11 @@ TextGenerationService::TextGenerationService(engine::Engine* engine, std::string
 void TextGenerationService::SetWriteStallTimeout(absl::Duration timeout) {
   stall_watch_.reset();
   if (timeout > absl::ZeroDuration()) {
-    stall_watch_ = std::make_unique<WriteStallWatch>(absl::ToChronoNanoseconds(timeout));
+    Metrics* const metrics = metrics_;
+    stall_watch_ = std::make_unique<WriteStallWatch>(
+        absl::ToChronoNanoseconds(timeout), [metrics](int64_t streams) {
+          if (metrics != nullptr) metrics->ObserveStreamWriteTimeouts(streams);
+        });
   }
 }
 

@@ -15,8 +15,12 @@ std::chrono::steady_clock::duration CheckPeriod(std::chrono::steady_clock::durat
 
 }  // namespace
 
-WriteStallWatch::WriteStallWatch(std::chrono::steady_clock::duration timeout)
-    : timeout_(timeout), period_(CheckPeriod(timeout)), thread_([this] { Run(); }) {}
+WriteStallWatch::WriteStallWatch(std::chrono::steady_clock::duration timeout,
+                                 std::function<void(int64_t)> on_cancelled)
+    : timeout_(timeout),
+      period_(CheckPeriod(timeout)),
+      on_cancelled_(std::move(on_cancelled)),
+      thread_([this] { Run(); }) {}
 
 WriteStallWatch::~WriteStallWatch() {
   {
@@ -64,6 +68,7 @@ void WriteStallWatch::Run() {
       if (stream->CancelIfStalled(now, timeout_)) ++cancelled;
     }
     live.clear();  // the last reference to a finished stream may be dropped here
+    if (cancelled > 0 && on_cancelled_ != nullptr) on_cancelled_(cancelled);
     lock.lock();
     cancelled_ += cancelled;
     live_after_prune_ = streams_.size();

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -39,8 +40,10 @@ class StallWatched {
 
 class WriteStallWatch {
  public:
-  // `timeout` > 0. Starts the watch's thread.
-  explicit WriteStallWatch(std::chrono::steady_clock::duration timeout);
+  // `timeout` > 0. Starts the watch's thread. `on_cancelled`, if set, is told after each check that
+  // cancelled streams how many it cancelled, on the watch's thread and outside its lock.
+  explicit WriteStallWatch(std::chrono::steady_clock::duration timeout,
+                           std::function<void(int64_t)> on_cancelled = nullptr);
   ~WriteStallWatch();  // stops and joins the thread
   WriteStallWatch(const WriteStallWatch&) = delete;
   WriteStallWatch& operator=(const WriteStallWatch&) = delete;
@@ -57,6 +60,7 @@ class WriteStallWatch {
 
   const std::chrono::steady_clock::duration timeout_;
   const std::chrono::steady_clock::duration period_;
+  const std::function<void(int64_t)> on_cancelled_;
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

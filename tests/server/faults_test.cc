@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "tests/server/http_get.h"
 #include "tests/server/server_process.h"
+#include "tests/server/started_server.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
 namespace vg::server {
@@ -57,43 +58,15 @@ constexpr int kLongTokens = 100;  // the fixture's context is 128
 constexpr int64_t kFixtureBlockBytes = 2 * 2 * 4 * 8 * 4 * 16;
 
 // A running server with metrics, and the ports it printed.
-struct Started {
-  std::unique_ptr<testing::ServerProcess> process;
-  int port = 0;
-  int metrics_port = 0;
-  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-  std::shared_ptr<grpc::Channel> NewChannel() const {
-    return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
-  }
-};
+using Started = testing::StartedServer;
+using testing::MetricValue;
 
 Started StartServer(std::vector<std::string> extra) {
   std::vector<std::string> argv = {kBinary,       "--model",        kFixture, "--listen",
                                    "127.0.0.1:0", "--threads",      "1",      "--metrics-port",
                                    "0",           "--no-reflection"};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  Started started;
-  started.process = std::make_unique<testing::ServerProcess>(argv);
-  if (!started.process->started()) return started;
-  const auto metrics_line = started.process->WaitForLine("(metrics port ", 30);
-  if (!metrics_line.has_value()) return started;
-  started.metrics_port =
-      std::stoi(metrics_line->substr(metrics_line->rfind("(metrics port ") + 14));
-  const auto line = started.process->WaitForLine("(port ", 60);
-  if (!line.has_value()) return started;
-  started.port = std::stoi(line->substr(line->rfind("(port ") + 6));
-  return started;
-}
-
-// The value of the first sample in a /metrics body whose line starts with `series` plus a space
-// (e.g. `vaultgemma_kv_cache_blocks{state="used"}`); -1 when absent.
-double MetricValue(const std::string& body, const std::string& series) {
-  std::istringstream lines(body);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
+  return testing::StartServerBinary(argv);
 }
 
 struct Gauges {
@@ -575,6 +548,10 @@ TEST(FaultsTest, ClientThatNeverReadsBlocksNobodyAndIsReleasedWhenItGoes) {
   stuck_channel.reset();
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 12), 12)
       << testing::HttpGetBody(server.metrics_port, "/metrics");
+  // ...and counts them as write timeouts (a client's own cancel would not be).
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            12);
   const StreamResult after = ReadStream(*stub, LongRequest(), 30);
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.token_ids.size(), static_cast<size_t>(kLongTokens));
@@ -630,6 +607,10 @@ TEST(FaultsTest, VanishedClientsStreamIsCancelledByKeepalive) {
   EXPECT_TRUE(served.status.ok()) << served.status.error_message();
   EXPECT_EQ(served.token_ids.size(), static_cast<size_t>(kLongTokens));
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 1), 1);
+  // Keepalive ended it, not the (60 s) write timeout.
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            0);
   stub.reset();  // an idle sync client does not answer the shutdown's PING; let it go first
   server.process->Signal(SIGTERM);
   EXPECT_EQ(server.process->WaitForExit(30), 0) << server.process->stderr_text();
@@ -663,6 +644,10 @@ TEST(FaultsTest, ClientThatStopsReadingLosesItsStreamsAfterTheWriteTimeout) {
   // ...until the stalled writes time out: the server ends all 12 calls itself.
   EXPECT_EQ(WaitForGenerateCalls(server.metrics_port, "CANCELLED", 12), 12)
       << testing::HttpGetBody(server.metrics_port, "/metrics");
+  // ...and counts them as write timeouts (a client's own cancel would not be).
+  EXPECT_EQ(MetricValue(testing::HttpGetBody(server.metrics_port, "/metrics"),
+                        "vaultgemma_stream_write_timeouts_total"),
+            12);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stuck_at).count();
   EXPECT_GE(seconds, 2.0);

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/runner/subprocess.h"
 #include "tests/server/server_process.h"
+#include "tests/server/started_server.h"
 #include "vaultgemma/v1/text_generation.grpc.pb.h"
 
 namespace vg::server {
@@ -34,25 +35,14 @@ const std::string kBinary = std::string(VG_BINARY_DIR) + "/bin/vaultgemma-server
 const std::string kFixture = std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_mha_tied_sliding";
 constexpr int kMaxNewTokens = 100;  // the fixture's context is 128
 
-// A running server and the port it printed.
-struct Started {
-  std::unique_ptr<testing::ServerProcess> process;
-  int port = 0;
-  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-};
+using Started = testing::StartedServer;
 
 Started StartServer(std::vector<std::string> extra) {
   std::vector<std::string> argv = {kBinary,    "--model",      kFixture,
                                    "--listen", "127.0.0.1:0",  "--threads",
                                    "1",        "--no-metrics", "--no-reflection"};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  Started started;
-  started.process = std::make_unique<testing::ServerProcess>(argv);
-  if (!started.process->started()) return started;
-  const auto line = started.process->WaitForLine("(port ", 30);
-  if (!line.has_value()) return started;
-  started.port = std::stoi(line->substr(line->rfind("(port ") + 6));
-  return started;
+  return testing::StartServerBinary(argv, 30);
 }
 
 pb::GenerateRequest LongRequest() {
