@@ -324,10 +324,9 @@ int Run(int argc, char** argv) {
       return 2;
     }
     metrics = *std::move(started);
-    std::cerr << "vaultgemma-server: metrics on http://0.0.0.0:" << metrics_port
-              << "/metrics (metrics port " << metrics_port << ")" << std::endl;
   }
-  // --device cuda: the plugin loads only now, after the exposer (TOOLCHAIN.md, landmine 2).
+  // --device cuda: the plugin loads only now, after the exposer (TOOLCHAIN.md, landmine 2). Its
+  // refusals come before the metrics line, so that each is the one line the server prints.
   if (args->cuda_device_index >= 0) {
     auto plugin = engine::LoadCudaPlugin(args->cuda_plugin);
     if (!plugin.ok()) {
@@ -358,6 +357,10 @@ int Run(int argc, char** argv) {
     args->engine.backend_factory = [api, cuda_options](const engine::Checkpoint& checkpoint) {
       return api->create_backend(checkpoint, cuda_options);
     };
+  }
+  if (metrics != nullptr) {
+    std::cerr << "vaultgemma-server: metrics on http://0.0.0.0:" << metrics->port()
+              << "/metrics (metrics port " << metrics->port() << ")" << std::endl;
   }
   std::unique_ptr<AccessLog> access_log;
   if (args->access_log != "off") {

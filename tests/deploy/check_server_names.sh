@@ -272,7 +272,9 @@ for source in "${sources[@]}"; do
   # JSON inside YAML (the dashboard ConfigMap) escapes its quotes; a selector may span lines.
   f=$work/normalized/$(basename "$source")
   sed 's/\\"/"/g' "$source" | tr '\n' ' ' | tr -s ' ' > "$f"
-  { grep -oE 'vaultgemma_[a-z0-9_]+(\{[^}]*\})?|by \([a-z_, ]+\)' "$f" || true; } |
+  # (libvaultgemma_cuda.so, the plugin, is a file name, not a metric.)
+  { grep -oE '(lib)?vaultgemma_[a-z0-9_]+(\{[^}]*\})?|by \([a-z_, ]+\)' "$f" || true; } |
+    { grep -v '^libvaultgemma_' || true; } |
     sed "s|^|$(basename "$source")\t|" >> "$work/uses.txt"
 done
 sort -t "$(printf '\t')" -k2,2 -u "$work/uses.txt" > "$work/uses-unique.txt"

@@ -110,10 +110,36 @@ run() {
   rm -rf "$model"
   if "$stage/build/bin/make_random_checkpoint" --out "$model" --shape "$shape" --dtype bf16 \
       >"$out/checkpoint.log" 2>&1; then
-    # 3. Our engine on the GPU: one stream, 64 and 256 streams.
+    # 3. Our engine on the GPU: one stream, 64 and 256 streams, ~512-token contexts.
     timeout 300 "$stage/build/bench/batch_benchmark" --model "$model" --device cuda \
       --streams 1,64,256 --prompt-len 512 --new-tokens 64 >"$out/engine_bench.txt" 2>&1
     rows+=("engine batch_benchmark rc $?: $(grep -E '^ *(streams|[0-9]+ ) ' "$out/engine_bench.txt" | tr -s ' ' | paste -sd ';' | cut -c1-400)")
+    # The rooflines: the device's copy bandwidth measured now (bytes read + written), the BF16
+    # weights read once per step, and each stream's K and V (BF16) read once per step.
+    rows+=("$(python3 - "$model" "$out/engine_bench.txt" <<'PY' 2>&1
+import glob, json, os, re, sys
+import torch
+model, bench = sys.argv[1], sys.argv[2]
+x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+start.record()
+for _ in range(20): y.copy_(x)
+end.record(); torch.cuda.synchronize()
+bw = 2 * (1 << 30) * 20 / (start.elapsed_time(end) / 1e3)
+weights = sum(os.path.getsize(f) for f in glob.glob(os.path.join(model, "*.safetensors")))
+c = json.load(open(os.path.join(model, "config.json")))
+kv_per_pos = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 2
+rates = {int(m.group(1)): float(m.group(2)) for m in
+         re.finditer(r"^\s*(\d+)\s+([\d.]+)", open(bench).read(), re.M)}
+out = ["copy bandwidth %.2f TB/s, weights %.2f GB" % (bw / 1e12, weights / 1e9)]
+for n, rate in sorted(rates.items()):
+    ctx = 512 + 32  # the prompt plus half the new tokens, on average
+    roof = n * bw / (weights + n * ctx * kv_per_pos)
+    out.append("%d streams: %.0f tok/s = %.0f%% of the roofline %.0f" % (n, rate, 100 * rate / roof, roof))
+print("rooflines: " + "; ".join(out))
+PY
+)")
     # 4. transformers on the same GPU, eager (dynamic cache) and with a static cache.
     for cache in dynamic static; do
       timeout 300 python3 "$repo/tools/bench/transformers_bench.py" --model "$model" \

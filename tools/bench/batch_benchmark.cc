@@ -3,6 +3,11 @@
 // the weights once for all its streams: the ratio to one stream is what batching buys.
 //
 //   batch_benchmark --model DIR [--streams 1,4,8,16] [--prompt-len 16] [--new-tokens 32]
+//                   [--device cpu|cuda|cuda:N] [--gpu-memory-utilization F]
+//
+// With --device cuda the engine runs on the CUDA plugin (build/lib/libvaultgemma_cuda.so, loaded
+// as the server loads it) and no CPU bandwidth is measured: tests/gpu/run_device_checks.sh
+// measures the device's and computes the roofline ratios.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -13,7 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/cuda_plugin_loader.h"
 #include "engine/engine.h"
 #include "engine/runner/command_line.h"
 #include "tools/bench/bandwidth.h"
@@ -68,13 +75,36 @@ class StepRecorder : public engine::StepObserver {
 };
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {{"model"},      {"streams"}, {"prompt-len"},
-                                                {"new-tokens"}, {"threads"}, {"kv-cache-dtype"}};
+  static constexpr engine::FlagSpec kFlags[] = {
+      {"model"},   {"streams"},        {"prompt-len"}, {"new-tokens"},
+      {"threads"}, {"kv-cache-dtype"}, {"device"},     {"gpu-memory-utilization"}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok() || !cl->Has("model")) {
     std::cerr << "usage: batch_benchmark --model DIR [--streams 1,4,8,16] [--prompt-len N] "
-                 "[--new-tokens N] [--threads N] [--kv-cache-dtype float32|bfloat16]\n";
+                 "[--new-tokens N] [--threads N] [--kv-cache-dtype float32|bfloat16] "
+                 "[--device cpu|cuda|cuda:N] [--gpu-memory-utilization F]\n";
     return 2;
+  }
+  const std::string device = cl->GetString("device").value_or("cpu");
+  int cuda_index = -1;
+  if (device == "cuda") {
+    cuda_index = 0;
+  } else if (device.rfind("cuda:", 0) == 0) {
+    if (!absl::SimpleAtoi(device.substr(5), &cuda_index) || cuda_index < 0) cuda_index = -2;
+  } else if (device != "cpu") {
+    cuda_index = -2;
+  }
+  if (cuda_index == -2) {
+    std::cerr << "batch_benchmark: --device must be cpu, cuda or cuda:N, got '" << device << "'\n";
+    return 2;
+  }
+  double gpu_fraction = 0.9;
+  if (auto f = cl->GetString("gpu-memory-utilization"); f.has_value()) {
+    if (!absl::SimpleAtod(*f, &gpu_fraction) || !(gpu_fraction > 0 && gpu_fraction <= 1)) {
+      std::cerr << "batch_benchmark: --gpu-memory-utilization must be in (0, 1], got '" << *f
+                << "'\n";
+      return 2;
+    }
   }
   auto streams = cl->Has("streams") ? cl->GetIntList("streams")
                                     : absl::StatusOr<std::vector<int32_t>>({1, 4, 8, 16});
@@ -100,6 +130,23 @@ int Run(int argc, char** argv) {
   options.max_batched_tokens = std::max<int32_t>(512, max_streams);
   options.num_kv_blocks = static_cast<int32_t>(max_streams * ((per_seq + 15) / 16 + 1));
   options.enable_prefix_caching = false;  // every stream computes its own prompt
+  if (cuda_index >= 0) {
+    auto plugin = engine::LoadCudaPlugin();
+    if (!plugin.ok()) {
+      std::cerr << "batch_benchmark: --device " << device << ": " << plugin.status().message()
+                << "\n";
+      return 2;
+    }
+    const engine::VgCudaPluginApi* api = *plugin;
+    const engine::CudaBackendOptions cuda_options{.device_index = cuda_index,
+                                                  .block_size = options.block_size,
+                                                  .gpu_memory_utilization = gpu_fraction,
+                                                  .max_num_blocks = options.num_kv_blocks};
+    options.checkpoint_layout = engine::MatrixLayout::kRowMajor;
+    options.backend_factory = [api, cuda_options](const engine::Checkpoint& checkpoint) {
+      return api->create_backend(checkpoint, cuda_options);
+    };
+  }
   StepRecorder recorder;
   options.step_observer = &recorder;
   auto engine = engine::Engine::Create(options);
@@ -107,10 +154,14 @@ int Run(int argc, char** argv) {
     std::cerr << "batch_benchmark: " << engine.status().message() << "\n";
     return 2;
   }
-  const int hw = options.num_threads > 0 ? options.num_threads
-                                         : static_cast<int>(std::thread::hardware_concurrency());
-  std::cout << absl::StrFormat("memory read bandwidth: %.1f GB/s (%d threads)\n",
-                               MeasureReadBandwidth(hw, size_t{1} << 30) / 1e9, hw);
+  if (cuda_index < 0) {
+    const int hw = options.num_threads > 0 ? options.num_threads
+                                           : static_cast<int>(std::thread::hardware_concurrency());
+    std::cout << absl::StrFormat("memory read bandwidth: %.1f GB/s (%d threads)\n",
+                                 MeasureReadBandwidth(hw, size_t{1} << 30) / 1e9, hw);
+  } else {
+    std::cout << "device: " << device << " (CUDA plugin)\n";
+  }
 
   const int64_t vocab = (*engine)->config().vocab_size;
   double single = 0;
