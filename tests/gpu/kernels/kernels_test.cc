@@ -12,6 +12,8 @@
 // blocks, and one larger than the context.
 // Not verified: performance, multi-stream use, NaN/Inf inputs, sizes over int32 element counts.
 // Without a CUDA device every test skips with "no CUDA device: <error>".
+#include "engine/backend/cuda/kernels/kernels.h"
+
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -25,15 +27,14 @@
 #include <vector>
 
 #include "engine/backend/cuda/kernels/gemm.h"
-#include "engine/backend/cuda/kernels/kernels.h"
 
 namespace vg::engine::cuda {
 namespace {
 
-#define CUDA_OK(expr)                                                                    \
-  do {                                                                                   \
-    const cudaError_t vg_err_ = (expr);                                                  \
-    ASSERT_EQ(vg_err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(vg_err_);     \
+#define CUDA_OK(expr)                                                                \
+  do {                                                                               \
+    const cudaError_t vg_err_ = (expr);                                              \
+    ASSERT_EQ(vg_err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(vg_err_); \
   } while (0)
 
 uint16_t ToBf16(float f) {  // round to nearest even (inputs here are finite)
@@ -138,7 +139,10 @@ TEST_F(CudaKernelsTest, EmbedTokensMatchesReferenceExactly) {
 // residual: exact (the same float32 add). normed_f32: |err| <= 1e-5 (1 + |ref|).
 // normed BF16: |err| <= 2^-8 |ref| + 1e-5.
 TEST_F(CudaKernelsTest, ResidualRmsNormMatchesReference) {
-  struct Case { int rows, hidden; bool with_x; };
+  struct Case {
+    int rows, hidden;
+    bool with_x;
+  };
   for (const Case c : {Case{1, 1152, true}, Case{5, 1152, false}, Case{3, 7, true},
                        Case{2, 2304, true}, Case{4, 1000, true}}) {
     const size_t n = static_cast<size_t>(c.rows) * c.hidden;
@@ -174,8 +178,11 @@ TEST_F(CudaKernelsTest, ResidualRmsNormMatchesReference) {
 // q: |err| <= 1e-4 (float32 sincos of the same float32 angle). Cache (BF16 out):
 // |err| <= 2^-8 |ref| + 1e-4. Slots not written stay poisoned.
 TEST_F(CudaKernelsTest, RopeAndWriteKvMatchesReference) {
-  struct Case { int tokens, heads, kv_heads, head_dim, block_size, num_blocks; };
-  for (const Case c : {Case{5, 4, 1, 256, 16, 8}, Case{7, 8, 4, 6, 5, 4}, Case{1, 4, 1, 256, 16, 2}}) {
+  struct Case {
+    int tokens, heads, kv_heads, head_dim, block_size, num_blocks;
+  };
+  for (const Case c :
+       {Case{5, 4, 1, 256, 16, 8}, Case{7, 8, 4, 6, 5, 4}, Case{1, 4, 1, 256, 16, 2}}) {
     const float theta = 10000.f;
     const size_t q_n = static_cast<size_t>(c.tokens) * c.heads * c.head_dim;
     const size_t kv_n = static_cast<size_t>(c.tokens) * c.kv_heads * c.head_dim;
@@ -267,8 +274,9 @@ void ReferenceAttention(const AttentionCase& c, const std::vector<float>& q, int
     std::vector<double> p(len, 0.0);
     double m = -INFINITY;
     for (int pos = lo; pos < len; ++pos) {
-      const int64_t slot = static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) *
-                               c.block_size + pos % c.block_size;
+      const int64_t slot =
+          static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) * c.block_size +
+          pos % c.block_size;
       double dot = 0;
       for (int d = 0; d < c.head_dim; ++d) {
         dot += q[(static_cast<size_t>(row) * c.heads + h) * c.head_dim + d] *
@@ -282,8 +290,9 @@ void ReferenceAttention(const AttentionCase& c, const std::vector<float>& q, int
     double sum = 0;
     for (int pos = lo; pos < len; ++pos) sum += (p[pos] = std::exp(p[pos] - m));
     for (int pos = lo; pos < len; ++pos) {
-      const int64_t slot = static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) *
-                               c.block_size + pos % c.block_size;
+      const int64_t slot =
+          static_cast<int64_t>(tables[seq * max_blocks + pos / c.block_size]) * c.block_size +
+          pos % c.block_size;
       for (int d = 0; d < c.head_dim; ++d) {
         (*out)[static_cast<size_t>(h) * c.head_dim + d] +=
             p[pos] / sum * FromBf16(vc[(slot * c.kv_heads + kvh) * c.head_dim + d]);
@@ -306,8 +315,7 @@ TEST_P(PagedAttentionTest, DecodeAndPrefillMatchReference) {
   std::mt19937 rng(10);
   std::shuffle(pool.begin(), pool.end(), rng);
   std::vector<int32_t> tables(pool.begin(), pool.begin() + num_seqs * max_blocks);
-  const size_t cache_n =
-      static_cast<size_t>(num_blocks) * c.block_size * c.kv_heads * c.head_dim;
+  const size_t cache_n = static_cast<size_t>(num_blocks) * c.block_size * c.kv_heads * c.head_dim;
   const std::vector<uint16_t> kc = RandomBf16(cache_n, 11), vc = RandomBf16(cache_n, 12);
   DeviceBuffer<uint16_t> d_kc(kc), d_vc(vc);
   DeviceBuffer<int32_t> d_tables(tables);
@@ -353,12 +361,12 @@ TEST_P(PagedAttentionTest, DecodeAndPrefillMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttentionTest,
-    ::testing::Values(AttentionCase{4, 1, 256, 16, 512, 50.f, 1.f},    // 1B shape, split at 512
-                      AttentionCase{4, 1, 256, 16, 32, 50.f, 1.f},     // many partitions
-                      AttentionCase{4, 1, 256, 16, 2048, 50.f, 1.f},   // one partition
-                      AttentionCase{8, 4, 256, 16, 512, 2.f, 4.f},     // GQA 2, cap active
-                      AttentionCase{6, 3, 40, 5, 64, 0.f, 2.f},        // odd sizes, no cap
-                      AttentionCase{3, 3, 6, 7, 96, 1.f, 8.f},        // MHA, tiny head
+    ::testing::Values(AttentionCase{4, 1, 256, 16, 512, 50.f, 1.f},      // 1B shape, split at 512
+                      AttentionCase{4, 1, 256, 16, 32, 50.f, 1.f},       // many partitions
+                      AttentionCase{4, 1, 256, 16, 2048, 50.f, 1.f},     // one partition
+                      AttentionCase{8, 4, 256, 16, 512, 2.f, 4.f},       // GQA 2, cap active
+                      AttentionCase{6, 3, 40, 5, 64, 0.f, 2.f},          // odd sizes, no cap
+                      AttentionCase{3, 3, 6, 7, 96, 1.f, 8.f},           // MHA, tiny head
                       AttentionCase{4, 1, 256, 16, 32, 50.f, 1.f, 100},  // window over partitions
                       AttentionCase{6, 3, 40, 5, 64, 0.f, 2.f, 7},       // window < a block pair
                       AttentionCase{4, 1, 256, 16, 512, 50.f, 1.f, 4096}),  // window > context
@@ -391,7 +399,10 @@ TEST_F(CudaKernelsTest, GeGluMatchesReference) {
 // Capped logits: |err| <= 1e-5 * cap. Argmax: exact against the lowest-index maximum of the
 // capped values the GPU wrote (tanh saturates, so ties are common and must break low).
 TEST_F(CudaKernelsTest, FinalSoftcapArgmaxMatchesReference) {
-  struct Case { int rows, vocab; float cap; };
+  struct Case {
+    int rows, vocab;
+    float cap;
+  };
   for (const Case c : {Case{3, 256000, 30.f}, Case{2, 17, 30.f}, Case{4, 1000, 0.f}}) {
     const size_t n = static_cast<size_t>(c.rows) * c.vocab;
     const std::vector<float> logits = RandomFloats(n, 16, 400.f);
@@ -420,12 +431,15 @@ TEST_F(CudaKernelsTest, LtGemmMatchesReference) {
   std::string error;
   std::unique_ptr<LtGemm> gemm = LtGemm::Create(32u << 20, &error);
   ASSERT_NE(gemm, nullptr) << error;
-  struct Case { int m, n, k; LtGemm::OutType out; };
-  for (const Case c : {Case{1, 1152, 1152, LtGemm::OutType::kFloat32},
-                       Case{7, 6912, 1152, LtGemm::OutType::kBf16},
-                       Case{5, 1152, 6912, LtGemm::OutType::kFloat32},
-                       Case{2, 256000, 1152, LtGemm::OutType::kFloat32},  // LM head
-                       Case{3, 24, 40, LtGemm::OutType::kBf16}}) {
+  struct Case {
+    int m, n, k;
+    LtGemm::OutType out;
+  };
+  for (const Case c :
+       {Case{1, 1152, 1152, LtGemm::OutType::kFloat32}, Case{7, 6912, 1152, LtGemm::OutType::kBf16},
+        Case{5, 1152, 6912, LtGemm::OutType::kFloat32},
+        Case{2, 256000, 1152, LtGemm::OutType::kFloat32},  // LM head
+        Case{3, 24, 40, LtGemm::OutType::kBf16}}) {
     const std::vector<uint16_t> a = RandomBf16(static_cast<size_t>(c.m) * c.k, 17);
     const std::vector<uint16_t> w = RandomBf16(static_cast<size_t>(c.n) * c.k, 18);
     DeviceBuffer<uint16_t> d_a(a), d_w(w);
@@ -434,8 +448,8 @@ TEST_F(CudaKernelsTest, LtGemmMatchesReference) {
     DeviceBuffer<float> d_c32(f32 ? out_n : 1);
     DeviceBuffer<uint16_t> d_c16(f32 ? 1 : out_n);
     ASSERT_TRUE(gemm->Matmul(d_a.get(), d_w.get(),
-                             f32 ? static_cast<void*>(d_c32.get()) : d_c16.get(), c.out, c.m,
-                             c.n, c.k, 0.f, nullptr, &error))
+                             f32 ? static_cast<void*>(d_c32.get()) : d_c16.get(), c.out, c.m, c.n,
+                             c.k, 0.f, nullptr, &error))
         << error;
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<float> c32 = f32 ? d_c32.Download() : std::vector<float>();
@@ -455,8 +469,8 @@ TEST_F(CudaKernelsTest, LtGemmMatchesReference) {
         const size_t o = static_cast<size_t>(i) * c.n + j;
         const double got = f32 ? c32[o] : FromBf16(c16[o]);
         const double tol = 1e-5 * mag + (f32 ? 0 : std::fabs(dot) / 256) + 1e-6;
-        ASSERT_NEAR(got, dot, tol) << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i
-                                   << "," << j;
+        ASSERT_NEAR(got, dot, tol)
+            << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i << "," << j;
       }
     }
   }

@@ -65,8 +65,7 @@ __global__ void __launch_bounds__(kThreads)
   if (start >= len) return;  // the whole block leaves together; the reduction skips this part
   const int end = min(start + s.partition_size, len);
   const int kv_head = h / (s.num_heads / s.num_kv_heads);
-  const int32_t* table =
-      block_tables + static_cast<int64_t>(query_seq[r]) * s.max_blocks_per_seq;
+  const int32_t* table = block_tables + static_cast<int64_t>(query_seq[r]) * s.max_blocks_per_seq;
   const int D = s.head_dim;
 
   const float* q_row = q + (static_cast<int64_t>(r) * s.num_heads + h) * D;
@@ -75,8 +74,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int pos = start + warp; pos < end; pos += kWarps) {
-    const int64_t slot = static_cast<int64_t>(table[pos / s.block_size]) * s.block_size +
-                         pos % s.block_size;
+    const int64_t slot =
+        static_cast<int64_t>(table[pos / s.block_size]) * s.block_size + pos % s.block_size;
     const uint16_t* k_row = k_cache + (slot * s.num_kv_heads + kv_head) * D;
     float dot = 0.f;
     for (int d = lane; d < D; d += 32) dot += q_s[d] * Bf16Bits(k_row[d]);
@@ -106,8 +105,8 @@ __global__ void __launch_bounds__(kThreads)
     float acc = 0.f;
     for (int i = 0; i < n; ++i) {
       const int pos = start + i;
-      const int64_t slot = static_cast<int64_t>(table[pos / s.block_size]) * s.block_size +
-                           pos % s.block_size;
+      const int64_t slot =
+          static_cast<int64_t>(table[pos / s.block_size]) * s.block_size + pos % s.block_size;
       acc += logits[i] * Bf16Bits(v_cache[(slot * s.num_kv_heads + kv_head) * D + d]);
     }
     partials.out[part_index * D + d] = acc;
@@ -159,16 +158,15 @@ int64_t PagedAttentionScratchFloats(const PagedAttentionShape& shape, int num_qu
 }
 
 cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
-                           const int32_t* query_seq, const int32_t* context_lens,
-                           int num_queries, int max_context_len, const int32_t* block_tables,
+                           const int32_t* query_seq, const int32_t* context_lens, int num_queries,
+                           int max_context_len, const int32_t* block_tables,
                            const uint16_t* k_cache, const uint16_t* v_cache, float* scratch,
                            float* out, cudaStream_t stream) {
   if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 ||
-      shape.num_heads % shape.num_kv_heads != 0 || shape.head_dim <= 0 ||
-      shape.head_dim > 512 || shape.block_size <= 0 || shape.partition_size <= 0 ||
+      shape.num_heads % shape.num_kv_heads != 0 || shape.head_dim <= 0 || shape.head_dim > 512 ||
+      shape.block_size <= 0 || shape.partition_size <= 0 ||
       shape.head_dim + shape.partition_size > kMaxSharedFloats || max_context_len <= 0 ||
-      shape.sliding_window < 0 ||
-      shape.num_heads > 65535) {
+      shape.sliding_window < 0 || shape.num_heads > 65535) {
     return cudaErrorInvalidValue;
   }
   if (num_queries <= 0) return cudaSuccess;

@@ -28,7 +28,8 @@ std::unique_ptr<LtGemm> LtGemm::Create(size_t workspace_bytes, std::string* erro
   if (workspace_bytes > 0) {
     const cudaError_t err = cudaMalloc(&gemm->workspace_, workspace_bytes);
     if (err != cudaSuccess) {
-      if (error != nullptr) *error = std::string("cudaMalloc workspace: ") + cudaGetErrorString(err);
+      if (error != nullptr)
+        *error = std::string("cudaMalloc workspace: ") + cudaGetErrorString(err);
       return nullptr;  // the destructor releases the handle
     }
     gemm->workspace_bytes_ = workspace_bytes;
@@ -41,8 +42,8 @@ LtGemm::~LtGemm() {
   if (handle_ != nullptr) cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
 }
 
-bool LtGemm::Matmul(const uint16_t* a, const uint16_t* w, void* c, OutType out_type, int m,
-                    int n, int k, float beta, cudaStream_t stream, std::string* error) {
+bool LtGemm::Matmul(const uint16_t* a, const uint16_t* w, void* c, OutType out_type, int m, int n,
+                    int k, float beta, cudaStream_t stream, std::string* error) {
   if (m <= 0 || n <= 0 || k <= 0) return true;
   if (out_type == OutType::kBf16 && beta != 0.f) return Fail(error, "beta with BF16 output", -1);
   const cudaDataType_t c_type = out_type == OutType::kFloat32 ? CUDA_R_32F : CUDA_R_16BF;

@@ -30,8 +30,8 @@ class LtGemm {
   // a: BF16 bits [m][k]; w: BF16 bits [n][k]; c: float32 or BF16 [m][n] per out_type.
   // Enqueued on stream. Returns false (and a message in *error) when cuBLASLt rejects the
   // problem or has no algorithm for it.
-  bool Matmul(const uint16_t* a, const uint16_t* w, void* c, OutType out_type, int m, int n,
-              int k, float beta, cudaStream_t stream, std::string* error = nullptr);
+  bool Matmul(const uint16_t* a, const uint16_t* w, void* c, OutType out_type, int m, int n, int k,
+              float beta, cudaStream_t stream, std::string* error = nullptr);
 
  private:
   LtGemm() = default;

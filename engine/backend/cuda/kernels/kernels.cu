@@ -31,8 +31,8 @@ __device__ float BlockSum(float v, float* shared) {
   return total;
 }
 
-__global__ void EmbedKernel(const uint16_t* table, const int32_t* ids, int hidden,
-                            float normalizer, float* out) {
+__global__ void EmbedKernel(const uint16_t* table, const int32_t* ids, int hidden, float normalizer,
+                            float* out) {
   const int64_t t = blockIdx.x;
   const uint16_t* row = table + static_cast<int64_t>(ids[t]) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
@@ -152,7 +152,8 @@ __global__ void SoftcapArgmaxKernel(float* logits, int vocab, float cap, int32_t
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) {
-      if (best_val[w] > bv || (best_val[w] == bv && best_idx[w] < bi)) bv = best_val[w], bi = best_idx[w];
+      if (best_val[w] > bv || (best_val[w] == bv && best_idx[w] < bi))
+        bv = best_val[w], bi = best_idx[w];
     }
     argmax[blockIdx.x] = bi < vocab ? bi : 0;  // an all-NaN row yields 0
   }
@@ -183,7 +184,7 @@ cudaError_t ResidualRmsNorm(float* residual, const float* x, const float* weight
                             cudaStream_t stream) {
   if (num_tokens <= 0) return cudaSuccess;
   ResidualRmsNormKernel<<<num_tokens, kRowThreads, 0, stream>>>(residual, x, weight, hidden, eps,
-                                                               normed, normed_f32);
+                                                                normed, normed_f32);
   return cudaGetLastError();
 }
 
@@ -194,9 +195,8 @@ cudaError_t RopeAndWriteKv(float* q, const float* k, const float* v, const int32
   if (head_dim % 2 != 0) return cudaErrorInvalidValue;
   if (num_tokens <= 0) return cudaSuccess;
   const int threads = head_dim / 2 < 128 ? ((head_dim / 2 + 31) / 32) * 32 : 128;
-  RopeWriteKvKernel<<<num_tokens, threads, 0, stream>>>(q, k, v, positions, slots, num_heads,
-                                                        num_kv_heads, head_dim, rope_theta,
-                                                        k_cache, v_cache);
+  RopeWriteKvKernel<<<num_tokens, threads, 0, stream>>>(
+      q, k, v, positions, slots, num_heads, num_kv_heads, head_dim, rope_theta, k_cache, v_cache);
   return cudaGetLastError();
 }
 

@@ -55,17 +55,17 @@ cudaError_t RopeAndWriteKv(float* q, const float* k, const float* v, const int32
 // Paged attention shapes shared by decode and prefill.
 struct PagedAttentionShape {
   int num_heads = 0;
-  int num_kv_heads = 0;          // divides num_heads (GQA: head h reads kv head h / group)
-  int head_dim = 0;              // <= 512
+  int num_kv_heads = 0;  // divides num_heads (GQA: head h reads kv head h / group)
+  int head_dim = 0;      // <= 512
   int block_size = 0;
-  int max_blocks_per_seq = 0;    // row stride of block_tables
-  float scale = 0.f;             // query_pre_attn_scalar^-0.5
-  float logit_softcap = 0.f;     // scores = tanh(s/cap)*cap before softmax; 0 = no cap
+  int max_blocks_per_seq = 0;  // row stride of block_tables
+  float scale = 0.f;           // query_pre_attn_scalar^-0.5
+  float logit_softcap = 0.f;   // scores = tanh(s/cap)*cap before softmax; 0 = no cap
   // > 0: a sliding-window layer; a row with context length len sees only the positions
   // [max(0, len - sliding_window), len) (transformers' mask: position p sees q - window < k <= q).
   // 0: full attention.
   int sliding_window = 0;
-  int partition_size = 512;      // split-K: positions per partition (> 0, + head_dim <= 12224)
+  int partition_size = 512;  // split-K: positions per partition (> 0, + head_dim <= 12224)
 };
 
 // Number of float32 elements of scratch PagedAttention needs (partial outputs, maxima, sums).
@@ -84,8 +84,8 @@ int64_t PagedAttentionScratchFloats(const PagedAttentionShape& shape, int num_qu
 // k_cache, v_cache: BF16 cache of one layer; out: float32 [num_queries][num_heads][head_dim];
 // scratch: PagedAttentionScratchFloats(...) floats.
 cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
-                           const int32_t* query_seq, const int32_t* context_lens,
-                           int num_queries, int max_context_len, const int32_t* block_tables,
+                           const int32_t* query_seq, const int32_t* context_lens, int num_queries,
+                           int max_context_len, const int32_t* block_tables,
                            const uint16_t* k_cache, const uint16_t* v_cache, float* scratch,
                            float* out, cudaStream_t stream);
 
