@@ -34,21 +34,7 @@ namespace {
 namespace pb = ::vaultgemma::v1;
 using ::testing::HasSubstr;
 
-// Under AddressSanitizer freed memory sits in a quarantine of up to 256 MiB, so RSS says nothing
-// about leaks there; LeakSanitizer checks the server at its exit instead (a leak fails the exit
-// code the tests expect to be 0). ThreadSanitizer's shadow memory and delayed frees make RSS as
-// meaningless; the Release build checks it.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kRssIsMeaningful = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kRssIsMeaningful = false;
-#else
-constexpr bool kRssIsMeaningful = true;
-#endif
-#else
-constexpr bool kRssIsMeaningful = true;
-#endif
+using testing::kRssIsMeaningful;
 
 const std::string kBinary = std::string(VG_BINARY_DIR) + "/bin/vaultgemma-server";
 const std::string kFixture = std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_mha_tied_sliding";

@@ -56,18 +56,7 @@ using soak::RunStream;
 using soak::StreamResult;
 using soak::Tally;
 
-// RSS says nothing about leaks under ASan (quarantine) or TSan (shadow memory); see faults_test.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kRssIsMeaningful = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kRssIsMeaningful = false;
-#else
-constexpr bool kRssIsMeaningful = true;
-#endif
-#else
-constexpr bool kRssIsMeaningful = true;
-#endif
+using testing::kRssIsMeaningful;
 
 const std::string kBinary = std::string(VG_BINARY_DIR) + "/bin/vaultgemma-server";
 const std::string kFixture = std::string(VG_SOURCE_DIR) + "/tests/fixtures/f32_mha_tied_sliding";
@@ -504,7 +493,8 @@ TEST(SoakTest, MixedLoadWithoutErrorsOrMemoryGrowth) {
   int64_t peak = 0, peak_threads = 0;
   for (const Sample& sample : samples) {
     peak_threads = std::max(peak_threads, sample.threads);
-    if (sample.t <= warmup + 0.5 && sample.t > warmup - kRssWindow + 0.5) warm_window.push_back(sample.rss_kib);
+    if (sample.t <= warmup + 0.5 && sample.t > warmup - static_cast<double>(kRssWindow) + 0.5)
+      warm_window.push_back(sample.rss_kib);
     peak = std::max(peak, sample.rss_kib);
   }
   for (size_t i = samples.size() > kRssWindow ? samples.size() - kRssWindow : 0; i < samples.size();
