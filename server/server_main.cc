@@ -21,7 +21,6 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -165,18 +164,9 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
     args.listen = *listen;
   }
   args.device = cl.GetString("device").value_or("cpu");
-  if (args.device == "cuda") {
-    args.cuda_device_index = 0;
-  } else if (args.device.rfind("cuda:", 0) == 0) {
-    if (!absl::SimpleAtoi(args.device.substr(5), &args.cuda_device_index) ||
-        args.cuda_device_index < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device must be cpu, cuda or cuda:N, got '", args.device, "'"));
-    }
-  } else if (args.device != "cpu") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device must be cpu, cuda or cuda:N, got '", args.device, "'"));
-  }
+  auto device_index = engine::ParseDeviceFlag(args.device);
+  if (!device_index.ok()) return device_index.status();
+  args.cuda_device_index = *device_index;
   auto threads = cl.GetInt("threads", 0, 0, 1024);
   auto kv_bytes = cl.GetInt("kv-cache-bytes", 0, 0, int64_t{1} << 50);
   auto max_seqs = cl.GetInt("max-num-seqs", 16, 1, 4096);
@@ -233,12 +223,11 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
   args.stream_write_timeout_s = *write_timeout;
   args.cuda_plugin = cl.GetString("cuda-plugin").value_or("");
   if (auto fraction = cl.GetString("gpu-memory-utilization"); fraction.has_value()) {
-    if (!absl::SimpleAtod(*fraction, &args.gpu_memory_utilization) ||
-        !(args.gpu_memory_utilization > 0 && args.gpu_memory_utilization <= 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--gpu-memory-utilization must be in (0, 1], got '", *fraction, "'"));
-    }
+    auto parsed = engine::ParseGpuMemoryUtilization(*fraction);
+    if (!parsed.ok()) return parsed.status();
+    args.gpu_memory_utilization = *parsed;
   }
+
   return args;
 }
 
@@ -328,35 +317,18 @@ int Run(int argc, char** argv) {
   // --device cuda: the plugin loads only now, after the exposer (TOOLCHAIN.md, landmine 2). Its
   // refusals come before the metrics line, so that each is the one line the server prints.
   if (args->cuda_device_index >= 0) {
-    auto plugin = engine::LoadCudaPlugin(args->cuda_plugin);
-    if (!plugin.ok()) {
+    auto factory = engine::MakeCudaBackendFactory(
+        args->cuda_plugin, {.device_index = args->cuda_device_index,
+                            .block_size = args->engine.block_size,
+                            .gpu_memory_utilization = args->gpu_memory_utilization});
+    if (!factory.ok()) {
       std::cerr << "vaultgemma-server: --device " << args->device << ": "
-                << plugin.status().message() << "\n";
+                << factory.status().message() << "\n";
       return 2;
     }
-    auto devices = (*plugin)->list_devices();
-    if (!devices.ok()) {
-      std::cerr << "vaultgemma-server: --device " << args->device << ": "
-                << devices.status().message() << "\n";
-      return 2;
-    }
-    if (args->cuda_device_index >= static_cast<int>(devices->size())) {
-      std::cerr << "vaultgemma-server: --device " << args->device << ": this machine has "
-                << devices->size() << " CUDA device(s)\n";
-      return 2;
-    }
-    // The engine opens the checkpoint row-major and asks the plugin for the backend; the plugin
-    // stays loaded for the life of the process (cuda_plugin_loader.h).
-    const engine::VgCudaPluginApi* api = *plugin;
-    const engine::CudaBackendOptions cuda_options{
-        .device_index = args->cuda_device_index,
-        .block_size = args->engine.block_size,
-        .gpu_memory_utilization = args->gpu_memory_utilization,
-    };
+    // The engine opens the checkpoint row-major for it.
     args->engine.checkpoint_layout = engine::MatrixLayout::kRowMajor;
-    args->engine.backend_factory = [api, cuda_options](const engine::Checkpoint& checkpoint) {
-      return api->create_backend(checkpoint, cuda_options);
-    };
+    args->engine.backend_factory = *std::move(factory);
   }
   if (metrics != nullptr) {
     std::cerr << "vaultgemma-server: metrics on http://0.0.0.0:" << metrics->port()

@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace vg::engine {
@@ -47,6 +48,42 @@ absl::StatusOr<const VgCudaPluginApi*> LoadCudaPlugin(const std::filesystem::pat
         ", this server needs ", kVgCudaPluginAbiVersion, " (a plugin from another build?)"));
   }
   return api;
+}
+
+absl::StatusOr<int> ParseDeviceFlag(const std::string& device) {
+  if (device == "cpu") return -1;
+  if (device == "cuda") return 0;
+  int index = -1;
+  if (device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) {
+    return index;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device must be cpu, cuda or cuda:N, got '", device, "'"));
+}
+
+absl::StatusOr<double> ParseGpuMemoryUtilization(const std::string& fraction) {
+  double value = 0;
+  if (!absl::SimpleAtod(fraction, &value) || !(value > 0 && value <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-memory-utilization must be in (0, 1], got '", fraction, "'"));
+  }
+  return value;
+}
+
+absl::StatusOr<CudaBackendFactory> MakeCudaBackendFactory(const std::filesystem::path& plugin_path,
+                                                          const CudaBackendOptions& options) {
+  absl::StatusOr<const VgCudaPluginApi*> api = LoadCudaPlugin(plugin_path);
+  if (!api.ok()) return api.status();
+  auto devices = (*api)->list_devices();
+  if (!devices.ok()) return devices.status();
+  if (options.device_index >= static_cast<int>(devices->size())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this machine has ", devices->size(), " CUDA device(s)"));
+  }
+  // The plugin stays loaded for the life of the process, so the table outlives the factory.
+  return CudaBackendFactory([api = *api, options](const Checkpoint& checkpoint) {
+    return api->create_backend(checkpoint, options);
+  });
 }
 
 }  // namespace vg::engine

@@ -10,6 +10,9 @@
 #define VG_ENGINE_BACKEND_CUDA_PLUGIN_LOADER_H_
 
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/cuda/plugin_api.h"
@@ -26,6 +29,24 @@ std::filesystem::path DefaultCudaPluginPath();
 // loaded; FAILED_PRECONDITION when it lacks the entry point or its ABI version differs from
 // kVgCudaPluginAbiVersion.
 absl::StatusOr<const VgCudaPluginApi*> LoadCudaPlugin(const std::filesystem::path& path = {});
+
+// A --device value: -1 for "cpu", N for "cuda" (0) or "cuda:N". INVALID_ARGUMENT naming the flag
+// and the accepted values otherwise.
+absl::StatusOr<int> ParseDeviceFlag(const std::string& device);
+
+// A --gpu-memory-utilization value, in (0, 1]; INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<double> ParseGpuMemoryUtilization(const std::string& fraction);
+
+// Makes backends on CUDA device options.device_index (engine::BackendFactory's signature).
+using CudaBackendFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Backend>>(const Checkpoint& checkpoint)>;
+
+// Loads the plugin (LoadCudaPlugin(plugin_path)), checks that the device exists, and returns a
+// factory that creates the backend through it. Call it after the metrics exposer has started
+// (TOOLCHAIN.md, landmine 2). The errors of LoadCudaPlugin and list_devices, or
+// FAILED_PRECONDITION "this machine has N CUDA device(s)"; each message is one line.
+absl::StatusOr<CudaBackendFactory> MakeCudaBackendFactory(const std::filesystem::path& plugin_path,
+                                                          const CudaBackendOptions& options);
 
 }  // namespace vg::engine
 

@@ -18,7 +18,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend/cuda_plugin_loader.h"
 #include "engine/engine.h"
@@ -86,26 +85,21 @@ int Run(int argc, char** argv) {
     return 2;
   }
   const std::string device = cl->GetString("device").value_or("cpu");
-  int cuda_index = -1;
-  if (device == "cuda") {
-    cuda_index = 0;
-  } else if (device.rfind("cuda:", 0) == 0) {
-    if (!absl::SimpleAtoi(device.substr(5), &cuda_index) || cuda_index < 0) cuda_index = -2;
-  } else if (device != "cpu") {
-    cuda_index = -2;
-  }
-  if (cuda_index == -2) {
-    std::cerr << "batch_benchmark: --device must be cpu, cuda or cuda:N, got '" << device << "'\n";
+  auto cuda_index = engine::ParseDeviceFlag(device);
+  if (!cuda_index.ok()) {
+    std::cerr << "batch_benchmark: " << cuda_index.status().message() << "\n";
     return 2;
   }
   double gpu_fraction = 0.9;
   if (auto f = cl->GetString("gpu-memory-utilization"); f.has_value()) {
-    if (!absl::SimpleAtod(*f, &gpu_fraction) || !(gpu_fraction > 0 && gpu_fraction <= 1)) {
-      std::cerr << "batch_benchmark: --gpu-memory-utilization must be in (0, 1], got '" << *f
-                << "'\n";
+    auto parsed = engine::ParseGpuMemoryUtilization(*f);
+    if (!parsed.ok()) {
+      std::cerr << "batch_benchmark: " << parsed.status().message() << "\n";
       return 2;
     }
+    gpu_fraction = *parsed;
   }
+
   auto streams = cl->Has("streams") ? cl->GetIntList("streams")
                                     : absl::StatusOr<std::vector<int32_t>>({1, 4, 8, 16});
   auto prompt_len = cl->GetInt("prompt-len", 16, 1, 1 << 16);
@@ -130,22 +124,18 @@ int Run(int argc, char** argv) {
   options.max_batched_tokens = std::max<int32_t>(512, max_streams);
   options.num_kv_blocks = static_cast<int32_t>(max_streams * ((per_seq + 15) / 16 + 1));
   options.enable_prefix_caching = false;  // every stream computes its own prompt
-  if (cuda_index >= 0) {
-    auto plugin = engine::LoadCudaPlugin();
-    if (!plugin.ok()) {
-      std::cerr << "batch_benchmark: --device " << device << ": " << plugin.status().message()
+  if (*cuda_index >= 0) {
+    auto factory = engine::MakeCudaBackendFactory({}, {.device_index = *cuda_index,
+                                                       .block_size = options.block_size,
+                                                       .gpu_memory_utilization = gpu_fraction,
+                                                       .max_num_blocks = options.num_kv_blocks});
+    if (!factory.ok()) {
+      std::cerr << "batch_benchmark: --device " << device << ": " << factory.status().message()
                 << "\n";
       return 2;
     }
-    const engine::VgCudaPluginApi* api = *plugin;
-    const engine::CudaBackendOptions cuda_options{.device_index = cuda_index,
-                                                  .block_size = options.block_size,
-                                                  .gpu_memory_utilization = gpu_fraction,
-                                                  .max_num_blocks = options.num_kv_blocks};
     options.checkpoint_layout = engine::MatrixLayout::kRowMajor;
-    options.backend_factory = [api, cuda_options](const engine::Checkpoint& checkpoint) {
-      return api->create_backend(checkpoint, cuda_options);
-    };
+    options.backend_factory = *std::move(factory);
   }
   StepRecorder recorder;
   options.step_observer = &recorder;
@@ -154,7 +144,7 @@ int Run(int argc, char** argv) {
     std::cerr << "batch_benchmark: " << engine.status().message() << "\n";
     return 2;
   }
-  if (cuda_index < 0) {
+  if (*cuda_index < 0) {
     const int hw = options.num_threads > 0 ? options.num_threads
                                            : static_cast<int>(std::thread::hardware_concurrency());
     std::cout << absl::StrFormat("memory read bandwidth: %.1f GB/s (%d threads)\n",
