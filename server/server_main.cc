@@ -52,7 +52,13 @@ Serves VaultGemma over gRPC (vaultgemma.v1.TextGeneration, grpc.health.v1.Health
   --cuda-plugin PATH       the CUDA plugin; default: ../lib/libvaultgemma_cuda.so from this
                            binary's directory, then the library search path
   --gpu-memory-utilization F  fraction in (0, 1] of the device memory left after the weights
-                           that the KV pool takes, default 0.9
+                           and the activations of the largest step that the KV pool takes,
+                           default 0.9
+  --enforce-eager          CUDA: run every kernel eagerly instead of replaying CUDA graphs for
+                           decode steps
+  --deterministic          CUDA: batch-invariant matrix products, so that a request's tokens do
+                           not depend on what else is in its batch (the CPU backend always is);
+                           slower
   --threads N              compute threads, default: all cores
   --kv-cache-bytes N       KV-cache pool budget, default: room for max-num-seqs full contexts
   --kv-cache-dtype TYPE    float32 (default, exact) or bfloat16: K and V rounded once when
@@ -103,6 +109,8 @@ constexpr engine::FlagSpec kFlags[] = {
     {"device"},
     {"cuda-plugin"},
     {"gpu-memory-utilization"},
+    {"enforce-eager", false},
+    {"deterministic", false},
     {"threads"},
     {"kv-cache-bytes"},
     {"kv-cache-dtype"},
@@ -137,6 +145,8 @@ struct ServerArgs {
   int cuda_device_index = -1;  // >= 0 when --device is cuda[:N]
   std::string cuda_plugin;     // empty = the loader's default location
   double gpu_memory_utilization = 0.9;
+  bool cuda_graphs = true;
+  bool deterministic = false;
   std::string listen = "0.0.0.0:50051";
   engine::EngineOptions engine;
   bool reflection = true;
@@ -226,6 +236,12 @@ absl::StatusOr<ServerArgs> ReadArgs(const engine::CommandLine& cl) {
     auto parsed = engine::ParseGpuMemoryUtilization(*fraction);
     if (!parsed.ok()) return parsed.status();
     args.gpu_memory_utilization = *parsed;
+  }
+  args.cuda_graphs = !cl.Has("enforce-eager");
+  args.deterministic = cl.Has("deterministic");
+  if (args.cuda_device_index < 0 && (cl.Has("enforce-eager") || cl.Has("deterministic"))) {
+    return absl::InvalidArgumentError(
+        "--enforce-eager and --deterministic apply to --device cuda only");
   }
 
   return args;
@@ -320,7 +336,11 @@ int Run(int argc, char** argv) {
     auto factory = engine::MakeCudaBackendFactory(
         args->cuda_plugin, {.device_index = args->cuda_device_index,
                             .block_size = args->engine.block_size,
-                            .gpu_memory_utilization = args->gpu_memory_utilization});
+                            .gpu_memory_utilization = args->gpu_memory_utilization,
+                            .max_step_tokens = args->engine.max_batched_tokens,
+                            .max_num_seqs = args->engine.max_num_seqs,
+                            .cuda_graphs = args->cuda_graphs,
+                            .deterministic = args->deterministic});
     if (!factory.ok()) {
       std::cerr << "vaultgemma-server: --device " << args->device << ": "
                 << factory.status().message() << "\n";

@@ -20,6 +20,10 @@
 // yet measured on a device.
 // Not verified here: split-K attention over more than one 512-position partition (the fixtures'
 // context is 128; tests/gpu/kernels covers it), performance, the 1B model itself.
+// Every case runs in three modes: eager (buffers grown on demand), CUDA graphs (activations
+// reserved for the largest step; decode steps of 1..8 sequences replay a graph padded to its
+// bucket; prefill runs eagerly), and deterministic (graphs plus batch-invariant GEMMs, where a
+// sequence's logits must also be bitwise the same alone and in a batch).
 // Without a CUDA device every test skips with "no CUDA device: ...".
 #include <algorithm>
 #include <cmath>
@@ -29,6 +33,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/backend/backend.h"
@@ -86,14 +91,19 @@ float RowTolerance(std::span<const float> row) {
   return kRelativeTolerance * scale;
 }
 
-class CudaForwardPassTest : public ::testing::TestWithParam<const char*> {
+enum class Mode { kEager, kGraphs, kDeterministic };
+
+class CudaForwardPassTest : public ::testing::TestWithParam<std::tuple<const char*, Mode>> {
  protected:
+  static const char* Fixture() { return std::get<0>(GetParam()); }
+  static Mode RunMode() { return std::get<1>(GetParam()); }
+
   void SetUp() override {
     auto api = LoadCudaPlugin(VG_CUDA_PLUGIN_PATH);
     ASSERT_TRUE(api.ok()) << api.status();
     auto devices = (*api)->list_devices();
     if (!devices.ok()) GTEST_SKIP() << devices.status().message();
-    const std::filesystem::path dir = std::filesystem::path(VG_FIXTURES_DIR) / GetParam();
+    const std::filesystem::path dir = std::filesystem::path(VG_FIXTURES_DIR) / Fixture();
     auto checkpoint = Checkpoint::Open(dir, MatrixLayout::kRowMajor);
     ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
     checkpoint_ = *std::move(checkpoint);
@@ -102,13 +112,17 @@ class CudaForwardPassTest : public ::testing::TestWithParam<const char*> {
         CpuBackendOptions{.num_threads = 2, .block_size = kBlockSize, .num_blocks = kNumBlocks});
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     cpu_ = *std::move(cpu);
-    auto gpu = (*api)->create_backend(*checkpoint_, CudaBackendOptions{
-                                                        .device_index = 0,
-                                                        .block_size = kBlockSize,
-                                                        .gpu_memory_utilization = 0.5,
-                                                        .max_num_blocks = kNumBlocks,
-                                                        .poison_buffers = true,
-                                                    });
+    auto gpu = (*api)->create_backend(*checkpoint_,
+                                      CudaBackendOptions{
+                                          .device_index = 0,
+                                          .block_size = kBlockSize,
+                                          .gpu_memory_utilization = 0.5,
+                                          .max_num_blocks = kNumBlocks,
+                                          .max_step_tokens = RunMode() == Mode::kEager ? 0 : 32,
+                                          .max_num_seqs = RunMode() == Mode::kEager ? 0 : 8,
+                                          .deterministic = RunMode() == Mode::kDeterministic,
+                                          .poison_buffers = true,
+                                      });
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     gpu_ = *std::move(gpu);
     ASSERT_EQ(gpu_->num_blocks(), kNumBlocks);
@@ -146,14 +160,14 @@ class CudaForwardPassTest : public ::testing::TestWithParam<const char*> {
       int bad = 0;
       for (int64_t j = 0; j < vocab_ && bad < 5; ++j) {
         if (!std::isfinite(got[j]) || std::abs(got[j] - want[j]) > tolerance) {
-          ADD_FAILURE() << GetParam() << ": row " << r << " (entry " << cpu_logits.row_entry[r]
+          ADD_FAILURE() << Fixture() << ": row " << r << " (entry " << cpu_logits.row_entry[r]
                         << ") logit " << j << ": gpu " << got[j] << ", cpu " << want[j]
                         << ", tolerance " << tolerance;
           ++bad;
         }
       }
       if (TopTwoMargin(want) > 2 * tolerance) {
-        EXPECT_EQ(ArgMax(got), ArgMax(want)) << GetParam() << ": row " << r;
+        EXPECT_EQ(ArgMax(got), ArgMax(want)) << Fixture() << ": row " << r;
       }
     }
     return cpu_logits;
@@ -245,12 +259,53 @@ TEST_P(CudaForwardPassTest, GreedyGenerationMatchesCpu) {
     const int32_t cpu_token = ArgMax(cpu_logits.Row(0));
     const int32_t gpu_token = ArgMax(gpu_logits.Row(0));
     if (TopTwoMargin(cpu_logits.Row(0)) <= 2 * RowTolerance(cpu_logits.Row(0))) break;
-    ASSERT_EQ(gpu_token, cpu_token) << GetParam() << ": step " << step;
+    ASSERT_EQ(gpu_token, cpu_token) << Fixture() << ": step " << step;
     const std::vector<int32_t> next = {cpu_token};
     BatchPlan decode;
     decode.entries.push_back(Entry(1, next, position++, table, LogitsMode::kLast));
     ASSERT_TRUE(cpu_->Forward(decode, &cpu_logits).ok());
     ASSERT_TRUE(gpu_->Forward(decode, &gpu_logits).ok());
+  }
+}
+
+// Deterministic mode: a sequence's decode logits are bitwise the same alone (graph bucket 1) and
+// in a batch of 3 or 6 (buckets 4 and 8, padded), and in an eager step next to a prefill chunk.
+TEST_P(CudaForwardPassTest, DeterministicLogitsDoNotDependOnTheBatch) {
+  if (RunMode() != Mode::kDeterministic) GTEST_SKIP() << "deterministic mode only";
+  const std::vector<int32_t> prompt = RandomTokens(6, 6);
+  std::vector<std::vector<int32_t>> tables;
+  for (int s = 0; s < 6; ++s) tables.push_back({2 * s, 2 * s + 1});
+  // Six sequences with the same prompt in their own blocks.
+  for (int s = 0; s < 6; ++s) {
+    BatchPlan prefill;
+    prefill.entries.push_back(Entry(s, prompt, 0, tables[s], LogitsMode::kNone));
+    Logits ignored;
+    ASSERT_TRUE(gpu_->Forward(prefill, &ignored).ok());
+  }
+  const std::vector<int32_t> next = RandomTokens(1, 7);
+  const std::vector<int32_t> chunk = RandomTokens(3, 8);
+  const std::vector<int32_t> chunk_table = {40, 41};
+  std::vector<std::vector<float>> rows;
+  for (const int batch : {1, 3, 6, -1}) {
+    // Every run writes the same K/V at position 6, so each sees the same cache.
+    BatchPlan plan;
+    if (batch < 0) plan.entries.push_back(Entry(9, chunk, 0, chunk_table, LogitsMode::kAll));
+    for (int s = 0; s < std::max(batch, 1); ++s) {
+      plan.entries.push_back(Entry(s, next, 6, tables[s], LogitsMode::kLast));
+    }
+    Logits logits;
+    ASSERT_TRUE(gpu_->Forward(plan, &logits).ok());
+    const int64_t row = batch < 0 ? 3 : 0;
+    rows.emplace_back(logits.Row(row).begin(), logits.Row(row).end());
+    if (batch > 1) {  // and the other sequences agree with the first: same prompt, same token
+      for (int64_t r = 1; r < logits.rows(); ++r) {
+        EXPECT_TRUE(std::equal(rows.back().begin(), rows.back().end(), logits.Row(r).begin()))
+            << Fixture() << ": batch " << batch << " row " << r;
+      }
+    }
+  }
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i], rows[0]) << Fixture() << ": run " << i;
   }
 }
 
@@ -295,9 +350,16 @@ TEST_P(CudaForwardPassTest, InvalidPlansAreRejectedLikeTheCpu) {
   RunBoth(plan);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CudaForwardPassTest, ::testing::ValuesIn(kFixtures),
-                         [](const ::testing::TestParamInfo<const char*>& info) {
-                           return std::string(info.param);
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaForwardPassTest,
+                         ::testing::Combine(::testing::ValuesIn(kFixtures),
+                                            ::testing::Values(Mode::kEager, Mode::kGraphs,
+                                                              Mode::kDeterministic)),
+                         [](const ::testing::TestParamInfo<std::tuple<const char*, Mode>>& info) {
+                           const Mode mode = std::get<1>(info.param);
+                           return std::string(std::get<0>(info.param)) +
+                                  (mode == Mode::kEager    ? "_eager"
+                                   : mode == Mode::kGraphs ? "_graphs"
+                                                           : "_deterministic");
                          });
 
 }  // namespace

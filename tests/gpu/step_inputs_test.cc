@@ -90,5 +90,40 @@ TEST(StepInputsTest, EmptyPlanHasNoRows) {
   EXPECT_TRUE(row_entry.empty());
 }
 
+// A decode step padded to a CUDA graph's bucket: the plan's rows as LayoutStep would pack them
+// (only the block-table stride differs), then padding rows that write no KV (slot -1), read no
+// context (length 0) and keep their own logits row.
+TEST(StepInputsTest, PadsADecodeStepToItsBucket) {
+  constexpr int32_t kBlock = 4;
+  const std::vector<int32_t> decode_a = {7}, decode_b = {8};
+  const std::vector<int32_t> table_a = {5, 9, 2}, table_b = {3};
+  BatchPlan plan;
+  plan.entries.push_back(Entry(1, decode_a, 9, table_a, LogitsMode::kLast));  // pos 9: block 2
+  plan.entries.push_back(Entry(2, decode_b, 2, table_b, LogitsMode::kLast));  // pos 2
+  const StepLayout l = LayoutPaddedDecode(/*rows=*/4, /*max_blocks_per_seq=*/6,
+                                          /*max_context_len=*/24);
+  EXPECT_EQ(l.num_tokens, 4);
+  EXPECT_EQ(l.num_entries, 4);
+  EXPECT_EQ(l.max_blocks_per_seq, 6);
+  EXPECT_EQ(l.max_context_len, 24);
+  EXPECT_GE(l.bytes, l.block_tables + 4 * 6 * sizeof(int32_t));
+  std::vector<std::byte> buffer(l.bytes, std::byte{0xAB});
+  std::vector<int32_t> row_entry;
+  EXPECT_EQ(FillStep(plan, kBlock, l, buffer.data(), &row_entry), 2);
+  FillPadding(l, 2, buffer.data());
+  EXPECT_EQ(row_entry, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(Read<int64_t>(buffer, l.slots, 4),
+            (std::vector<int64_t>{2 * 4 + 1, 3 * 4 + 2, -1, -1}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.tokens, 4), (std::vector<int32_t>{7, 8, 0, 0}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.positions, 4), (std::vector<int32_t>{9, 2, 0, 0}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.query_seq, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.context_lens, 4), (std::vector<int32_t>{10, 3, 0, 0}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.selected, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.block_tables, 24), (std::vector<int32_t>{5, 9, 2, 0, 0, 0,  //
+                                                                             3, 0, 0, 0, 0, 0,  //
+                                                                             0, 0, 0, 0, 0, 0,  //
+                                                                             0, 0, 0, 0, 0, 0}));
+}
+
 }  // namespace
 }  // namespace vg::engine::cuda

@@ -125,10 +125,13 @@ int Run(int argc, char** argv) {
   options.num_kv_blocks = static_cast<int32_t>(max_streams * ((per_seq + 15) / 16 + 1));
   options.enable_prefix_caching = false;  // every stream computes its own prompt
   if (*cuda_index >= 0) {
-    auto factory = engine::MakeCudaBackendFactory({}, {.device_index = *cuda_index,
-                                                       .block_size = options.block_size,
-                                                       .gpu_memory_utilization = gpu_fraction,
-                                                       .max_num_blocks = options.num_kv_blocks});
+    auto factory =
+        engine::MakeCudaBackendFactory({}, {.device_index = *cuda_index,
+                                            .block_size = options.block_size,
+                                            .gpu_memory_utilization = gpu_fraction,
+                                            .max_num_blocks = options.num_kv_blocks,
+                                            .max_step_tokens = options.max_batched_tokens,
+                                            .max_num_seqs = options.max_num_seqs});
     if (!factory.ok()) {
       std::cerr << "batch_benchmark: --device " << device << ": " << factory.status().message()
                 << "\n";

@@ -6,17 +6,18 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/plan_validation.h"
+#include "engine/backend/cuda/device_weights.h"
 #include "engine/backend/cuda/kernels/gemm.h"
 #include "engine/backend/cuda/kernels/kernels.h"
 #include "engine/backend/cuda/step_inputs.h"
-#include "engine/model/dtype.h"
-#include "engine/model/matrix_layout.h"
 
 namespace vg::engine {
 namespace {
@@ -45,6 +46,11 @@ absl::Status DeviceCountError(cudaError_t error) {
 absl::Status StepError(cudaError_t error, const std::string& step) {
   return absl::InternalError(absl::StrCat(
       "CUDA forward pass: ", step, ": ", cudaGetErrorName(error), ": ", cudaGetErrorString(error)));
+}
+
+// OK for cudaSuccess, else StepError.
+absl::Status CheckStep(cudaError_t error, const std::string& step) {
+  return error == cudaSuccess ? absl::OkStatus() : StepError(error, step);
 }
 
 }  // namespace
@@ -78,9 +84,8 @@ absl::StatusOr<std::vector<CudaDeviceInfo>> ListCudaDevices() {
 
 // Numerics, and where they differ from the CPU backend (engine/backend/cpu/forward_pass.cc, which
 // keeps every activation in float32 over the stored weights):
-//   - weights live on the device in BF16: F32 and F16 checkpoints are rounded once on upload
-//     (relative error <= 2^-9 per weight); norm weights and biases stay float32;
-//   - each GEMM input is rounded to BF16 (the normed hidden state before q/k/v and gate/up, the
+//   - weights live on the device in BF16 (device_weights.h); norm weights and biases float32;
+//   - each GEMM input is rounded to BF16 (the normed hidden state before qkv and gate/up, the
 //     attention output before o_proj, the GeGLU output before down_proj); cuBLASLt accumulates in
 //     float32 in its own order; GEMM outputs, the residual stream, RMSNorm, RoPE, softmax and the
 //     soft-caps are float32 as on the CPU;
@@ -90,14 +95,18 @@ absl::StatusOr<std::vector<CudaDeviceInfo>> ListCudaDevices() {
 // So the logits agree with the CPU backend to a few BF16 ulps of the logits' scale, not exactly:
 // tests/gpu/forward_pass_test.cc allows |gpu - cpu| <= 3e-2 * max(1, max |cpu row|) and demands
 // the same argmax wherever the CPU's top-two margin exceeds twice that.
-// Not batch invariant: cuBLASLt may pick different algorithms (split-K) for different row counts.
+// Batch invariance: every kernel here computes a row from that row alone, and attention splits a
+// context at fixed positions, so only cuBLASLt's choice of algorithm per row count (split-K) can
+// make a row depend on its batch; options.deterministic fixes one split-free algorithm per shape
+// (kernels/gemm.h). Padding a decode batch to its graph bucket changes nothing else.
 class CudaBackend::Impl {
  public:
   ~Impl() {
     cudaSetDevice(device_index_);  // the destroying thread may not be the creating one
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    DropGraphs();
     gemm_.reset();
-    for (void* ptr : weights_) cudaFree(ptr);
+    weights_.reset();
     for (DeviceBytes* buffer : ActivationBuffers()) cudaFree(buffer->ptr);
     cudaFree(step_dev_.ptr);
     if (staging_ != nullptr) cudaFreeHost(staging_);
@@ -121,52 +130,28 @@ class CudaBackend::Impl {
       return CudaError(error, "cudaStreamCreate");
     }
     std::string gemm_error;
-    gemm_ = cuda::LtGemm::Create(32u << 20, &gemm_error);
+    gemm_ = cuda::LtGemm::Create(32u << 20, options.deterministic, &gemm_error);
     if (gemm_ == nullptr) {
       return absl::InternalError(absl::StrCat("cuBLASLt: ", gemm_error));
     }
-    const ModelWeights& w = checkpoint.weights();
-    if (static_cast<int64_t>(w.layers.size()) != c.num_hidden_layers) {
-      return absl::InvalidArgumentError(
-          "CUDA backend: weight table has the wrong number of layers");
-    }
-    if (absl::Status s = UploadMatrix(w.embed_tokens, &embed_); !s.ok()) return s;
-    lm_head_ = embed_;
-    if (w.lm_head.data != w.embed_tokens.data) {
-      if (absl::Status s = UploadMatrix(w.lm_head, &lm_head_); !s.ok()) return s;
-    }
-    if (absl::Status s = UploadVector(w.final_norm, &final_norm_); !s.ok()) return s;
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      const LayerWeights& lw = w.layers[i];
-      Layer layer;
-      for (const auto& [view, dst] : {std::pair{&lw.q_proj, &layer.q},
-                                      {&lw.k_proj, &layer.k},
-                                      {&lw.v_proj, &layer.v},
-                                      {&lw.o_proj, &layer.o},
-                                      {&lw.gate_proj, &layer.gate},
-                                      {&lw.up_proj, &layer.up},
-                                      {&lw.down_proj, &layer.down}}) {
-        if (absl::Status s = UploadMatrix(*view, dst); !s.ok()) return s;
-      }
-      if (absl::Status s = UploadVector(lw.input_layernorm, &layer.input_norm); !s.ok()) return s;
-      if (absl::Status s = UploadVector(lw.pre_feedforward_layernorm, &layer.ffw_norm); !s.ok()) {
+    absl::StatusOr<std::unique_ptr<cuda::DeviceWeights>> weights =
+        cuda::DeviceWeights::Upload(checkpoint);
+    if (!weights.ok()) return weights.status();
+    weights_ = *std::move(weights);
+
+    const int max_positions = static_cast<int>(c.max_position_embeddings);
+    graph_max_blocks_ = (max_positions + block_size_ - 1) / block_size_;
+    attention_shape_ = AttentionShape(graph_max_blocks_);
+    // The largest step's activations first, then the KV pool from what is left.
+    if (options.max_step_tokens > 0) {
+      const int rows = std::max(
+          1, std::min(options.max_num_seqs > 0 ? options.max_num_seqs : options.max_step_tokens,
+                      options.max_step_tokens));
+      if (absl::Status s = ReserveActivations(options.max_step_tokens, rows, max_positions);
+          !s.ok()) {
         return s;
       }
-      if (c.attention_bias) {
-        if (!lw.q_bias || !lw.k_bias || !lw.v_bias || !lw.o_bias) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("CUDA backend: attention_bias is set but layer ", i, " lacks biases"));
-        }
-        for (const auto& [view, dst] : {std::pair{&*lw.q_bias, &layer.q_bias},
-                                        {&*lw.k_bias, &layer.k_bias},
-                                        {&*lw.v_bias, &layer.v_bias},
-                                        {&*lw.o_bias, &layer.o_bias}}) {
-          if (absl::Status s = UploadVector(*view, dst); !s.ok()) return s;
-        }
-      }
-      layer.window =
-          c.layer_types[i] == LayerType::kSlidingAttention ? static_cast<int>(c.sliding_window) : 0;
-      layers_.push_back(layer);
+      if (options.cuda_graphs && options.max_num_seqs > 0) max_graph_rows_ = rows;
     }
     return AllocateKvPool(c, options);
   }
@@ -178,16 +163,27 @@ class CudaBackend::Impl {
   int64_t vocab_size_ = 0;
 
  private:
-  struct Layer {
-    const uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-    const uint16_t *gate = nullptr, *up = nullptr, *down = nullptr;
-    const float *input_norm = nullptr, *ffw_norm = nullptr;
-    const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
-    int window = 0;  // sliding window; 0 for full attention
-  };
   struct DeviceBytes {
     void* ptr = nullptr;
     size_t bytes = 0;
+  };
+  // Device pointers to one step's uploaded index arrays (step_inputs.h).
+  struct StepArrays {
+    const int64_t* slots = nullptr;
+    const int32_t* tokens = nullptr;
+    const int32_t* positions = nullptr;
+    const int32_t* query_seq = nullptr;
+    const int32_t* context_lens = nullptr;
+    const int32_t* selected = nullptr;
+    const int32_t* block_tables = nullptr;
+  };
+  // A decode step of `layout.num_tokens` rows captured once and replayed: its own pinned and
+  // device copies of the step arrays, at the addresses the graph's upload node was given.
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    cuda::StepLayout layout;
+    void* staging = nullptr;  // pinned host
+    void* step_dev = nullptr;
   };
 
   static absl::Status CheckConfig(const ModelConfig& c) {
@@ -212,55 +208,24 @@ class CudaBackend::Impl {
         return absl::InvalidArgumentError("CUDA backend: sliding_window must be positive");
       }
     }
-    if (c.max_position_embeddings > INT32_MAX || c.vocab_size > INT32_MAX) {
+    if (c.max_position_embeddings > INT32_MAX / 2 || c.vocab_size > INT32_MAX) {
       return absl::InvalidArgumentError("CUDA backend: model sizes beyond int32");
     }
     return absl::OkStatus();
   }
 
-  absl::Status Upload(const TensorView& t, bool as_bf16, void** out) {
-    if (t.shape.size() == 2 && t.layout != MatrixLayout::kRowMajor) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", t.name, " is tiled; open the checkpoint row-major for CUDA"));
-    }
-    const int64_t n = t.NumElements();
-    std::vector<uint16_t> half;
-    std::vector<float> wide;
-    const void* src = t.data;
-    if (as_bf16 && t.dtype != DType::kBF16) {
-      half.resize(n);
-      for (int64_t i = 0; i < n; ++i) half[i] = FloatToBF16(t.GetFloat(i));
-      src = half.data();
-    } else if (!as_bf16 && t.dtype != DType::kF32) {
-      wide.resize(n);
-      for (int64_t i = 0; i < n; ++i) wide[i] = t.GetFloat(i);
-      src = wide.data();
-    }
-    const size_t bytes = static_cast<size_t>(n) * (as_bf16 ? 2 : 4);
-    void* ptr = nullptr;
-    if (cudaError_t error = cudaMalloc(&ptr, std::max<size_t>(bytes, 1)); error != cudaSuccess) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("no device memory for weight ", t.name, ": ", cudaGetErrorString(error)));
-    }
-    weights_.push_back(ptr);
-    if (cudaError_t error = cudaMemcpy(ptr, src, bytes, cudaMemcpyHostToDevice);
-        error != cudaSuccess) {
-      return CudaError(error, "cudaMemcpy (weights)");
-    }
-    *out = ptr;
-    return absl::OkStatus();
-  }
-  absl::Status UploadMatrix(const TensorView& t, const uint16_t** out) {
-    void* ptr = nullptr;
-    if (absl::Status s = Upload(t, /*as_bf16=*/true, &ptr); !s.ok()) return s;
-    *out = static_cast<const uint16_t*>(ptr);
-    return absl::OkStatus();
-  }
-  absl::Status UploadVector(const TensorView& t, const float** out) {
-    void* ptr = nullptr;
-    if (absl::Status s = Upload(t, /*as_bf16=*/false, &ptr); !s.ok()) return s;
-    *out = static_cast<const float*>(ptr);
-    return absl::OkStatus();
+  cuda::PagedAttentionShape AttentionShape(int max_blocks_per_seq) const {
+    const ModelConfig& c = config_;
+    cuda::PagedAttentionShape shape;
+    shape.num_heads = static_cast<int>(c.num_attention_heads);
+    shape.num_kv_heads = static_cast<int>(c.num_key_value_heads);
+    shape.head_dim = static_cast<int>(c.head_dim);
+    shape.block_size = block_size_;
+    shape.max_blocks_per_seq = max_blocks_per_seq;
+    shape.scale = static_cast<float>(std::pow(c.query_pre_attn_scalar, -0.5));
+    shape.logit_softcap =
+        c.attn_logit_softcapping ? static_cast<float>(*c.attn_logit_softcapping) : 0.f;
+    return shape;
   }
 
   absl::Status AllocateKvPool(const ModelConfig& config, const CudaBackendOptions& options) {
@@ -279,12 +244,13 @@ class CudaBackend::Impl {
     if (blocks < 1) {
       return absl::ResourceExhaustedError(
           absl::StrCat("no room for a KV block of ", block_bytes, " bytes in the ", free_bytes,
-                       " bytes left after the weights (gpu_memory_utilization ",
+                       " bytes left after the weights and activations (gpu_memory_utilization ",
                        options.gpu_memory_utilization, ")"));
     }
     if (cudaError_t error = cudaMalloc(&kv_pool_, static_cast<size_t>(blocks * block_bytes));
         error != cudaSuccess) {
       kv_pool_ = nullptr;
+      cudaGetLastError();
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate the KV pool: ", cudaGetErrorString(error)));
     }
@@ -307,14 +273,16 @@ class CudaBackend::Impl {
   }
 
   std::vector<DeviceBytes*> ActivationBuffers() {
-    return {&hidden_,     &proj_,         &normed_, &q_,      &k_,   &v_,
-            &attn_,       &attn_bf16_,    &gate_,   &up_,     &act_, &final_hidden_,
-            &final_proj_, &final_normed_, &logits_, &scratch_};
+    return {&hidden_,     &proj_,         &normed_,  &qkv_,    &q_,
+            &attn_,       &attn_bf16_,    &gate_up_, &act_,    &final_hidden_,
+            &final_proj_, &final_normed_, &logits_,  &scratch_};
   }
   // Grows `buffer` to at least `bytes` (contents are not kept). Only between steps: the previous
-  // step has been synchronised, so nothing on the stream still uses the old memory.
+  // step has been synchronised, so nothing on the stream still uses the old memory. Captured
+  // graphs hold the old address: growing drops them (they are captured again when next used).
   absl::Status Reserve(DeviceBytes& buffer, size_t bytes, const char* what) {
     if (buffer.bytes >= bytes) return absl::OkStatus();
+    DropGraphs();
     cudaFree(buffer.ptr);
     buffer = {};
     const size_t size = std::max<size_t>(bytes + bytes / 4, 256);
@@ -330,6 +298,39 @@ class CudaBackend::Impl {
       if (cudaError_t error = cudaMemset(buffer.ptr, 0xFF, size); error != cudaSuccess) {
         return StepError(error, absl::StrCat("poisoning ", what));
       }
+    }
+    return absl::OkStatus();
+  }
+  // Room for a step of `tokens` rows, `rows` of them with logits, contexts up to max_context.
+  absl::Status ReserveActivations(int tokens, int rows, int max_context) {
+    const ModelConfig& c = config_;
+    const size_t f32 = sizeof(float), bf16 = sizeof(uint16_t);
+    const size_t t = static_cast<size_t>(tokens), r = static_cast<size_t>(std::max(rows, 1));
+    const size_t hidden = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim;
+    const size_t qkv_dim = q_dim + 2 * c.num_key_value_heads * c.head_dim;
+    const size_t inter = c.intermediate_size, vocab = c.vocab_size;
+    const std::pair<DeviceBytes*, std::pair<size_t, const char*>> sizes[] = {
+        {&hidden_, {t * hidden * f32, "hidden states"}},
+        {&proj_, {t * hidden * f32, "projections"}},
+        {&normed_, {t * hidden * bf16, "normed states"}},
+        {&qkv_, {t * qkv_dim * f32, "q, k and v"}},
+        {&q_, {t * q_dim * f32, "rotated queries"}},
+        {&attn_, {t * q_dim * f32, "attention output"}},
+        {&attn_bf16_, {t * q_dim * bf16, "attention output (BF16)"}},
+        {&gate_up_, {t * 2 * inter * f32, "gate and up projections"}},
+        {&act_, {t * inter * bf16, "GeGLU output"}},
+        {&final_hidden_, {r * hidden * f32, "final hidden states"}},
+        {&final_proj_, {r * hidden * f32, "final projections"}},
+        {&final_normed_, {r * hidden * bf16, "final normed states"}},
+        {&logits_, {r * vocab * f32, "logits"}},
+        {&scratch_,
+         {static_cast<size_t>(
+              cuda::PagedAttentionScratchFloats(attention_shape_, tokens, max_context)) *
+              f32,
+          "attention scratch"}},
+    };
+    for (const auto& [buffer, spec] : sizes) {
+      if (absl::Status s = Reserve(*buffer, spec.first, spec.second); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -351,6 +352,29 @@ class CudaBackend::Impl {
     return absl::OkStatus();
   }
 
+  void DropGraphs() {
+    for (auto& [rows, graph] : graphs_) {
+      if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
+      if (graph.staging != nullptr) cudaFreeHost(graph.staging);
+      cudaFree(graph.step_dev);
+    }
+    graphs_.clear();
+  }
+
+  // The graph bucket for a decode batch of n: 1, 2, 4, then multiples of 8.
+  static int Bucket(int n) { return n <= 4 ? (n <= 1 ? 1 : n <= 2 ? 2 : 4) : (n + 7) / 8 * 8; }
+
+  static StepArrays Arrays(const void* step_dev, const cuda::StepLayout& l) {
+    const auto* base = static_cast<const std::byte*>(step_dev);
+    return {reinterpret_cast<const int64_t*>(base + l.slots),
+            reinterpret_cast<const int32_t*>(base + l.tokens),
+            reinterpret_cast<const int32_t*>(base + l.positions),
+            reinterpret_cast<const int32_t*>(base + l.query_seq),
+            reinterpret_cast<const int32_t*>(base + l.context_lens),
+            reinterpret_cast<const int32_t*>(base + l.selected),
+            reinterpret_cast<const int32_t*>(base + l.block_tables)};
+  }
+
   // C[m][n] = A[m][k] W[n][k]^T into float32, plus a float32 bias when given.
   absl::Status Gemm(const void* a, const uint16_t* w, const float* bias, void* c, int m, int n,
                     int k, const std::string& step) {
@@ -368,37 +392,257 @@ class CudaBackend::Impl {
     return absl::OkStatus();
   }
 
+  // Enqueues the model for a step whose arrays are uploaded at `a` (or, while capturing, will
+  // be): t rows, `rows` of them selected for logits, which end in logits_ soft-capped. Nothing
+  // here synchronises, allocates or copies to the host, so it can be captured into a graph.
+  absl::Status EnqueueModel(const StepArrays& a, int t, int rows, int max_context,
+                            int max_blocks_per_seq);
+
+  // Runs the model for `plan` up to the logits (left in logits_) through a graph or eagerly,
+  // enqueued only. Returns the number of logit rows and fills row_entry. On an error, waits for
+  // what was enqueued.
+  absl::StatusOr<int> RunModel(const BatchPlan& plan, std::vector<int32_t>* row_entry);
+  absl::StatusOr<int> RunDecodeGraph(const BatchPlan& plan, int bucket,
+                                     std::vector<int32_t>* row_entry);
+
   ModelConfig config_;
   int device_index_ = 0;
   bool poison_ = false;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::LtGemm> gemm_;
-  std::vector<void*> weights_;  // every weight allocation, freed by the destructor
-  const uint16_t* embed_ = nullptr;
-  const uint16_t* lm_head_ = nullptr;  // embed_ when tied
-  const float* final_norm_ = nullptr;
-  std::vector<Layer> layers_;
+  std::unique_ptr<cuda::DeviceWeights> weights_;
+  cuda::PagedAttentionShape attention_shape_;  // max_blocks_per_seq and window set per step
   void* kv_pool_ =
       nullptr;  // per layer: K then V, each [num_blocks][block_size][kv_heads][head_dim]
   int64_t layer_kv_elements_ = 0;
+  int max_graph_rows_ = 0;    // largest decode batch replayed from a graph; 0 = no graphs
+  int graph_max_blocks_ = 1;  // block-table width of graph steps: the model's whole context
+  std::map<int, DecodeGraph> graphs_;  // by bucket
 
   // Activations, sized for the largest step so far (grown on demand).
   DeviceBytes hidden_;     // float32 [t][hidden]: the residual stream
   DeviceBytes proj_;       // float32 [t][hidden]: o_proj / down_proj output, added next
   DeviceBytes normed_;     // BF16 [t][hidden]
-  DeviceBytes q_, k_, v_;  // float32 [t][heads|kv_heads][head_dim]
+  DeviceBytes qkv_;        // float32 [t][q_dim + 2 kv_dim]: the fused projection
+  DeviceBytes q_;          // float32 [t][heads][head_dim]: rotated queries
   DeviceBytes attn_;       // float32 [t][heads][head_dim]
   DeviceBytes attn_bf16_;  // BF16 [t][heads][head_dim]
-  DeviceBytes gate_, up_;  // float32 [t][intermediate]
+  DeviceBytes gate_up_;    // float32 [t][2 intermediate]: the fused projection
   DeviceBytes act_;        // BF16 [t][intermediate]
   DeviceBytes final_hidden_, final_proj_;  // float32 [rows][hidden]: the rows with logits
   DeviceBytes final_normed_;               // BF16 [rows][hidden]
   DeviceBytes logits_;                     // float32 [rows][vocab]
   DeviceBytes scratch_;                    // PagedAttention's split-K partials
-  DeviceBytes step_dev_;                   // the step's ids, positions, slots, tables (one upload)
+  DeviceBytes step_dev_;                   // an eager step's arrays (one upload)
   void* staging_ = nullptr;                // pinned host copy of step_dev_
   size_t staging_bytes_ = 0;
 };
+
+absl::Status CudaBackend::Impl::EnqueueModel(const StepArrays& a, int t, int rows, int max_context,
+                                             int max_blocks_per_seq) {
+  const ModelConfig& c = config_;
+  const int hidden = static_cast<int>(c.hidden_size);
+  const int heads = static_cast<int>(c.num_attention_heads);
+  const int kv_heads = static_cast<int>(c.num_key_value_heads);
+  const int head_dim = static_cast<int>(c.head_dim);
+  const int q_dim = heads * head_dim;
+  const int kv_dim = kv_heads * head_dim;
+  const int qkv_dim = q_dim + 2 * kv_dim;
+  const int inter = static_cast<int>(c.intermediate_size);
+  const int vocab = static_cast<int>(c.vocab_size);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  cuda::PagedAttentionShape shape = attention_shape_;
+  shape.max_blocks_per_seq = max_blocks_per_seq;
+
+  float* hidden_f = static_cast<float*>(hidden_.ptr);
+  float* proj_f = static_cast<float*>(proj_.ptr);
+  auto* normed = static_cast<uint16_t*>(normed_.ptr);
+  float* qkv = static_cast<float*>(qkv_.ptr);
+  float* q = static_cast<float*>(q_.ptr);
+  float* attn = static_cast<float*>(attn_.ptr);
+  auto* attn_bf16 = static_cast<uint16_t*>(attn_bf16_.ptr);
+  float* gate_up = static_cast<float*>(gate_up_.ptr);
+  auto* act = static_cast<uint16_t*>(act_.ptr);
+  const auto check = CheckStep;
+#define VG_STEP(expr)                                  \
+  do {                                                 \
+    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
+  } while (0)
+
+  // transformers multiplies by sqrt(hidden) cast to the activation dtype; the CPU backend's
+  // activations are float32, and so are these.
+  const float normalizer = static_cast<float>(std::sqrt(static_cast<double>(hidden)));
+  VG_STEP(check(
+      cuda::EmbedTokens(weights_->embed(), a.tokens, t, hidden, normalizer, hidden_f, stream_),
+      "embedding"));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const cuda::DeviceLayer& layer = weights_->layers()[l];
+    const std::string name = absl::StrCat("layer ", l, " ");
+    // h += previous layer's down_proj output (none before layer 0); x = RMSNorm_in(h).
+    VG_STEP(check(cuda::ResidualRmsNorm(hidden_f, l == 0 ? nullptr : proj_f, layer.input_norm, t,
+                                        hidden, eps, normed, nullptr, stream_),
+                  name + "input_layernorm"));
+    VG_STEP(Gemm(normed, layer.qkv, layer.qkv_bias, qkv, t, qkv_dim, hidden, name + "qkv_proj"));
+    // Every new token's K/V is in the cache before any row attends, so a prefill row sees the
+    // rows before it in this step (causality comes from context_lens).
+    VG_STEP(check(
+        cuda::RopeAndWriteKv(qkv, qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, a.positions, a.slots,
+                             t, heads, kv_heads, head_dim, static_cast<float>(c.rope_theta), q,
+                             KCache(l), VCache(l), stream_),
+        name + "RoPE and KV write"));
+    shape.sliding_window = layer.window;
+    VG_STEP(check(cuda::PagedAttention(shape, q, a.query_seq, a.context_lens, t, max_context,
+                                       a.block_tables, KCache(l), VCache(l),
+                                       static_cast<float*>(scratch_.ptr), attn, stream_),
+                  name + "paged attention"));
+    VG_STEP(check(cuda::FloatToBf16(attn, static_cast<int64_t>(t) * q_dim, attn_bf16, stream_),
+                  name + "attention output to BF16"));
+    VG_STEP(Gemm(attn_bf16, layer.o, layer.o_bias, proj_f, t, hidden, q_dim, name + "o_proj"));
+    // h += attention output; x = RMSNorm_preffw(h).
+    VG_STEP(check(cuda::ResidualRmsNorm(hidden_f, proj_f, layer.ffw_norm, t, hidden, eps, normed,
+                                        nullptr, stream_),
+                  name + "pre_feedforward_layernorm"));
+    VG_STEP(
+        Gemm(normed, layer.gate_up, nullptr, gate_up, t, 2 * inter, hidden, name + "gate_up_proj"));
+    VG_STEP(check(cuda::GeGlu(gate_up, gate_up + inter, 2 * inter, t, inter, act, stream_),
+                  name + "GeGLU"));
+    VG_STEP(Gemm(act, layer.down, nullptr, proj_f, t, hidden, inter, name + "down_proj"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  // Only the rows with logits: gather h and the last down_proj output, add, final norm.
+  float* final_h = static_cast<float*>(final_hidden_.ptr);
+  float* final_x = static_cast<float*>(final_proj_.ptr);
+  auto* final_normed = static_cast<uint16_t*>(final_normed_.ptr);
+  float* logits = static_cast<float*>(logits_.ptr);
+  VG_STEP(check(cuda::GatherRows(hidden_f, a.selected, rows, hidden, final_h, stream_),
+                "gather of the logit rows"));
+  VG_STEP(check(cuda::GatherRows(proj_f, a.selected, rows, hidden, final_x, stream_),
+                "gather of the logit rows"));
+  VG_STEP(check(cuda::ResidualRmsNorm(final_h, final_x, weights_->final_norm(), rows, hidden, eps,
+                                      final_normed, nullptr, stream_),
+                "final norm"));
+  VG_STEP(Gemm(final_normed, weights_->lm_head(), nullptr, logits, rows, vocab, hidden, "LM head"));
+  if (c.final_logit_softcapping) {
+    VG_STEP(check(cuda::FinalSoftcapArgmax(logits, rows, vocab,
+                                           static_cast<float>(*c.final_logit_softcapping),
+                                           /*argmax=*/nullptr, stream_),
+                  "final soft-cap"));
+  }
+#undef VG_STEP
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CudaBackend::Impl::RunDecodeGraph(const BatchPlan& plan, int bucket,
+                                                      std::vector<int32_t>* row_entry) {
+  const int max_context = static_cast<int>(config_.max_position_embeddings);
+  if (absl::Status s = ReserveActivations(bucket, bucket, max_context); !s.ok()) return s;
+  auto [it, inserted] = graphs_.try_emplace(bucket);
+  DecodeGraph& graph = it->second;
+  if (inserted) {
+    graph.layout = cuda::LayoutPaddedDecode(bucket, graph_max_blocks_, max_context);
+    const size_t bytes = graph.layout.bytes;
+    if (cudaError_t e = cudaHostAlloc(&graph.staging, bytes, cudaHostAllocDefault);
+        e != cudaSuccess) {
+      graph.staging = nullptr;
+      cudaGetLastError();
+      graphs_.erase(it);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("CUDA graph: no pinned host memory: ", cudaGetErrorString(e)));
+    }
+    if (cudaError_t e = cudaMalloc(&graph.step_dev, bytes); e != cudaSuccess) {
+      graph.step_dev = nullptr;
+      cudaGetLastError();
+      cudaFreeHost(graph.staging);
+      graphs_.erase(it);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("CUDA graph: no device memory for step data: ", cudaGetErrorString(e)));
+    }
+  }
+  const int rows = cuda::FillStep(plan, block_size_, graph.layout,
+                                  static_cast<std::byte*>(graph.staging), row_entry);
+  cuda::FillPadding(graph.layout, rows, static_cast<std::byte*>(graph.staging));
+  if (graph.exec == nullptr) {
+    // Capture: the upload, then the model over all `bucket` rows. ThreadLocal mode: CUDA calls
+    // of other threads (another backend) are not affected.
+    if (cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+        e != cudaSuccess) {
+      return StepError(e, "CUDA graph capture");
+    }
+    absl::Status enqueued =
+        CheckStep(cudaMemcpyAsync(graph.step_dev, graph.staging, graph.layout.bytes,
+                                  cudaMemcpyHostToDevice, stream_),
+                  "upload of the step data");
+    if (enqueued.ok()) {
+      enqueued = EnqueueModel(Arrays(graph.step_dev, graph.layout), bucket, bucket, max_context,
+                              graph_max_blocks_);
+    }
+    cudaGraph_t captured = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &captured);
+    if (enqueued.ok() && ended != cudaSuccess) enqueued = StepError(ended, "CUDA graph capture");
+    if (enqueued.ok()) {
+      if (cudaError_t e = cudaGraphInstantiate(&graph.exec, captured, 0); e != cudaSuccess) {
+        graph.exec = nullptr;
+        enqueued = StepError(e, "CUDA graph instantiation");
+      }
+    }
+    if (captured != nullptr) cudaGraphDestroy(captured);
+    if (!enqueued.ok()) {
+      cudaGetLastError();
+      return enqueued;
+    }
+  }
+  if (cudaError_t e = cudaGraphLaunch(graph.exec, stream_); e != cudaSuccess) {
+    return StepError(e, absl::StrCat("CUDA graph launch (", bucket, " rows)"));
+  }
+  return rows;
+}
+
+absl::StatusOr<int> CudaBackend::Impl::RunModel(const BatchPlan& plan,
+                                                std::vector<int32_t>* row_entry) {
+  const int bucket = Bucket(static_cast<int>(plan.entries.size()));
+  bool decode = max_graph_rows_ > 0 && !plan.entries.empty() && bucket <= max_graph_rows_;
+  for (const BatchEntry& entry : plan.entries) {
+    decode = decode && entry.token_ids.size() == 1 && entry.logits == LogitsMode::kLast;
+  }
+  if (poison_) {  // tests: a read of anything this step did not write shows as NaN
+    for (DeviceBytes* buffer : ActivationBuffers()) {
+      if (cudaError_t e = cudaMemsetAsync(buffer->ptr, 0xFF, buffer->bytes, stream_);
+          e != cudaSuccess) {
+        cudaStreamSynchronize(stream_);
+        return StepError(e, "poisoning");
+      }
+    }
+  }
+  if (decode) {
+    absl::StatusOr<int> rows = RunDecodeGraph(plan, bucket, row_entry);
+    if (!rows.ok()) cudaStreamSynchronize(stream_);
+    return rows;
+  }
+
+  // Validation bounds positions by max_position_embeddings (<= INT32_MAX / 2).
+  const cuda::StepLayout step = cuda::LayoutStep(plan, block_size_);
+  if (static_cast<int64_t>(step.num_tokens) > INT32_MAX / 2) {
+    return absl::InvalidArgumentError("CUDA forward pass: too many tokens in one step");
+  }
+  if (absl::Status s = ReserveStaging(step.bytes); !s.ok()) return s;
+  const int rows =
+      cuda::FillStep(plan, block_size_, step, static_cast<std::byte*>(staging_), row_entry);
+  const int t = step.num_tokens;
+  if (absl::Status s = ReserveActivations(t, rows, step.max_context_len); !s.ok()) return s;
+  if (absl::Status s = Reserve(step_dev_, step.bytes, "step data"); !s.ok()) return s;
+  absl::Status status = CheckStep(
+      cudaMemcpyAsync(step_dev_.ptr, staging_, step.bytes, cudaMemcpyHostToDevice, stream_),
+      "upload of the step data");
+  if (status.ok()) {
+    status = EnqueueModel(Arrays(step_dev_.ptr, step), t, rows, step.max_context_len,
+                          step.max_blocks_per_seq);
+  }
+  if (!status.ok()) {
+    cudaStreamSynchronize(stream_);  // enqueued work may still read staging and activations
+    return status;
+  }
+  return rows;
+}
 
 absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
   cpu::PlanLimits limits;
@@ -415,180 +659,25 @@ absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
   logits->vocab_size = vocab_size_;
   logits->values.clear();
   logits->row_entry.clear();
+  if (plan.entries.empty()) return absl::OkStatus();
 
-  // Validation bounds positions by max_position_embeddings (<= INT32_MAX).
-  const cuda::StepLayout step = cuda::LayoutStep(plan, block_size_);
-  if (step.num_tokens == 0) return absl::OkStatus();
-  if (static_cast<int64_t>(step.num_tokens) > INT32_MAX / 2) {
-    return absl::InvalidArgumentError("CUDA forward pass: too many tokens in one step");
-  }
-  const int t = step.num_tokens;
-  const int max_context = step.max_context_len;
-  if (absl::Status s = ReserveStaging(step.bytes); !s.ok()) return s;
-  const int rows = cuda::FillStep(plan, block_size_, step, static_cast<std::byte*>(staging_),
-                                  &logits->row_entry);
-
-  const ModelConfig& c = config_;
-  const int hidden = static_cast<int>(c.hidden_size);
-  const int heads = static_cast<int>(c.num_attention_heads);
-  const int kv_heads = static_cast<int>(c.num_key_value_heads);
-  const int head_dim = static_cast<int>(c.head_dim);
-  const int q_dim = heads * head_dim;
-  const int kv_dim = kv_heads * head_dim;
-  const int inter = static_cast<int>(c.intermediate_size);
-  const int vocab = static_cast<int>(c.vocab_size);
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  cuda::PagedAttentionShape shape;
-  shape.num_heads = heads;
-  shape.num_kv_heads = kv_heads;
-  shape.head_dim = head_dim;
-  shape.block_size = block_size_;
-  shape.max_blocks_per_seq = step.max_blocks_per_seq;
-  shape.scale = static_cast<float>(std::pow(c.query_pre_attn_scalar, -0.5));
-  shape.logit_softcap =
-      c.attn_logit_softcapping ? static_cast<float>(*c.attn_logit_softcapping) : 0.f;
-
-  const size_t f32 = sizeof(float), bf16 = sizeof(uint16_t);
-  const size_t tt = static_cast<size_t>(t);
-  const size_t rr = static_cast<size_t>(std::max(rows, 1));
-  const std::pair<DeviceBytes*, std::pair<size_t, const char*>> sizes[] = {
-      {&hidden_, {tt * hidden * f32, "hidden states"}},
-      {&proj_, {tt * hidden * f32, "projections"}},
-      {&normed_, {tt * hidden * bf16, "normed states"}},
-      {&q_, {tt * q_dim * f32, "queries"}},
-      {&k_, {tt * kv_dim * f32, "keys"}},
-      {&v_, {tt * kv_dim * f32, "values"}},
-      {&attn_, {tt * q_dim * f32, "attention output"}},
-      {&attn_bf16_, {tt * q_dim * bf16, "attention output (BF16)"}},
-      {&gate_, {tt * inter * f32, "gate projections"}},
-      {&up_, {tt * inter * f32, "up projections"}},
-      {&act_, {tt * inter * bf16, "GeGLU output"}},
-      {&final_hidden_, {rr * hidden * f32, "final hidden states"}},
-      {&final_proj_, {rr * hidden * f32, "final projections"}},
-      {&final_normed_, {rr * hidden * bf16, "final normed states"}},
-      {&logits_, {rr * vocab * f32, "logits"}},
-      {&scratch_,
-       {static_cast<size_t>(cuda::PagedAttentionScratchFloats(shape, t, max_context)) * f32,
-        "attention scratch"}},
-      {&step_dev_, {step.bytes, "step data"}},
-  };
-  for (const auto& [buffer, spec] : sizes) {
-    if (absl::Status s = Reserve(*buffer, spec.first, spec.second); !s.ok()) {
-      logits->row_entry.clear();
-      return s;
-    }
-  }
-
-  auto* dev = static_cast<std::byte*>(step_dev_.ptr);
-  const auto* d_slots = reinterpret_cast<const int64_t*>(dev + step.slots);
-  const auto* d_tokens = reinterpret_cast<const int32_t*>(dev + step.tokens);
-  const auto* d_positions = reinterpret_cast<const int32_t*>(dev + step.positions);
-  const auto* d_query_seq = reinterpret_cast<const int32_t*>(dev + step.query_seq);
-  const auto* d_context = reinterpret_cast<const int32_t*>(dev + step.context_lens);
-  const auto* d_selected = reinterpret_cast<const int32_t*>(dev + step.selected);
-  const auto* d_tables = reinterpret_cast<const int32_t*>(dev + step.block_tables);
-  float* hidden_f = static_cast<float*>(hidden_.ptr);
-  float* proj_f = static_cast<float*>(proj_.ptr);
-  auto* normed = static_cast<uint16_t*>(normed_.ptr);
-  float* q = static_cast<float*>(q_.ptr);
-  float* k = static_cast<float*>(k_.ptr);
-  float* v = static_cast<float*>(v_.ptr);
-  float* attn = static_cast<float*>(attn_.ptr);
-  auto* attn_bf16 = static_cast<uint16_t*>(attn_bf16_.ptr);
-  float* gate = static_cast<float*>(gate_.ptr);
-  float* up = static_cast<float*>(up_.ptr);
-  auto* act = static_cast<uint16_t*>(act_.ptr);
-
-  // Everything below is enqueued on stream_; on an error, wait for what was enqueued (it may
-  // still read the staging buffer and the activations) before returning.
-  auto fail = [this, logits](absl::Status status) {
-    cudaStreamSynchronize(stream_);
-    logits->values.clear();
+  absl::StatusOr<int> rows = RunModel(plan, &logits->row_entry);
+  if (!rows.ok()) {
     logits->row_entry.clear();
-    return status;
-  };
-  auto check = [](cudaError_t error, const std::string& what) -> absl::Status {
-    return error == cudaSuccess ? absl::OkStatus() : StepError(error, what);
-  };
-#define VG_STEP(expr)                                        \
-  do {                                                       \
-    if (absl::Status s_ = (expr); !s_.ok()) return fail(s_); \
-  } while (0)
-
-  if (poison_) {  // tests: a read of anything this step did not write shows as NaN
-    for (DeviceBytes* buffer : ActivationBuffers()) {
-      VG_STEP(check(cudaMemsetAsync(buffer->ptr, 0xFF, buffer->bytes, stream_), "poisoning"));
+    return rows.status();
+  }
+  if (*rows > 0) {
+    logits->values.resize(static_cast<size_t>(*rows) * vocab_size_);
+    if (cudaError_t error =
+            cudaMemcpyAsync(logits->values.data(), logits_.ptr,
+                            logits->values.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_);
+        error != cudaSuccess) {
+      cudaStreamSynchronize(stream_);
+      logits->values.clear();
+      logits->row_entry.clear();
+      return StepError(error, "download of the logits");
     }
   }
-  VG_STEP(
-      check(cudaMemcpyAsync(step_dev_.ptr, staging_, step.bytes, cudaMemcpyHostToDevice, stream_),
-            "upload of the step data"));
-  // transformers multiplies by sqrt(hidden) cast to the activation dtype; the CPU backend's
-  // activations are float32, and so are these.
-  const float normalizer = static_cast<float>(std::sqrt(static_cast<double>(hidden)));
-  VG_STEP(check(cuda::EmbedTokens(embed_, d_tokens, t, hidden, normalizer, hidden_f, stream_),
-                "embedding"));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const Layer& layer = layers_[l];
-    const std::string name = absl::StrCat("layer ", l, " ");
-    // h += previous layer's down_proj output (none before layer 0); x = RMSNorm_in(h).
-    VG_STEP(check(cuda::ResidualRmsNorm(hidden_f, l == 0 ? nullptr : proj_f, layer.input_norm, t,
-                                        hidden, eps, normed, nullptr, stream_),
-                  name + "input_layernorm"));
-    VG_STEP(Gemm(normed, layer.q, layer.q_bias, q, t, q_dim, hidden, name + "q_proj"));
-    VG_STEP(Gemm(normed, layer.k, layer.k_bias, k, t, kv_dim, hidden, name + "k_proj"));
-    VG_STEP(Gemm(normed, layer.v, layer.v_bias, v, t, kv_dim, hidden, name + "v_proj"));
-    // Every new token's K/V is in the cache before any row attends, so a prefill row sees the
-    // rows before it in this step (causality comes from context_lens).
-    VG_STEP(
-        check(cuda::RopeAndWriteKv(q, k, v, d_positions, d_slots, t, heads, kv_heads, head_dim,
-                                   static_cast<float>(c.rope_theta), KCache(l), VCache(l), stream_),
-              name + "RoPE and KV write"));
-    shape.sliding_window = layer.window;
-    VG_STEP(check(
-        cuda::PagedAttention(shape, q, d_query_seq, d_context, t, max_context, d_tables, KCache(l),
-                             VCache(l), static_cast<float*>(scratch_.ptr), attn, stream_),
-        name + "paged attention"));
-    VG_STEP(check(cuda::FloatToBf16(attn, static_cast<int64_t>(t) * q_dim, attn_bf16, stream_),
-                  name + "attention output to BF16"));
-    VG_STEP(Gemm(attn_bf16, layer.o, layer.o_bias, proj_f, t, hidden, q_dim, name + "o_proj"));
-    // h += attention output; x = RMSNorm_preffw(h).
-    VG_STEP(check(cuda::ResidualRmsNorm(hidden_f, proj_f, layer.ffw_norm, t, hidden, eps, normed,
-                                        nullptr, stream_),
-                  name + "pre_feedforward_layernorm"));
-    VG_STEP(Gemm(normed, layer.gate, nullptr, gate, t, inter, hidden, name + "gate_proj"));
-    VG_STEP(Gemm(normed, layer.up, nullptr, up, t, inter, hidden, name + "up_proj"));
-    VG_STEP(check(cuda::GeGlu(gate, up, static_cast<int64_t>(t) * inter, act, stream_),
-                  name + "GeGLU"));
-    VG_STEP(Gemm(act, layer.down, nullptr, proj_f, t, hidden, inter, name + "down_proj"));
-  }
-  if (rows > 0) {
-    // Only the rows with logits: gather h and the last down_proj output, add, final norm.
-    float* final_h = static_cast<float*>(final_hidden_.ptr);
-    float* final_x = static_cast<float*>(final_proj_.ptr);
-    auto* final_normed = static_cast<uint16_t*>(final_normed_.ptr);
-    float* d_logits = static_cast<float*>(logits_.ptr);
-    VG_STEP(check(cuda::GatherRows(hidden_f, d_selected, rows, hidden, final_h, stream_),
-                  "gather of the logit rows"));
-    VG_STEP(check(cuda::GatherRows(proj_f, d_selected, rows, hidden, final_x, stream_),
-                  "gather of the logit rows"));
-    VG_STEP(check(cuda::ResidualRmsNorm(final_h, final_x, final_norm_, rows, hidden, eps,
-                                        final_normed, nullptr, stream_),
-                  "final norm"));
-    VG_STEP(Gemm(final_normed, lm_head_, nullptr, d_logits, rows, vocab, hidden, "LM head"));
-    if (c.final_logit_softcapping) {
-      VG_STEP(check(cuda::FinalSoftcapArgmax(d_logits, rows, vocab,
-                                             static_cast<float>(*c.final_logit_softcapping),
-                                             /*argmax=*/nullptr, stream_),
-                    "final soft-cap"));
-    }
-    logits->values.resize(static_cast<size_t>(rows) * vocab);
-    VG_STEP(check(
-        cudaMemcpyAsync(logits->values.data(), d_logits, logits->values.size() * sizeof(float),
-                        cudaMemcpyDeviceToHost, stream_),
-        "download of the logits"));
-  }
-#undef VG_STEP
   if (cudaError_t error = cudaStreamSynchronize(stream_); error != cudaSuccess) {
     logits->values.clear();
     logits->row_entry.clear();

@@ -27,7 +27,7 @@
 
 namespace vg::engine {
 
-inline constexpr int32_t kVgCudaPluginAbiVersion = 2;
+inline constexpr int32_t kVgCudaPluginAbiVersion = 3;
 inline constexpr char kVgCudaPluginEntryPoint[] = "VgCudaPluginGetApi";
 
 struct CudaDeviceInfo {
@@ -45,6 +45,18 @@ struct CudaBackendOptions {
   // Fraction of the device memory left after the weights that the KV pool takes, in (0, 1].
   double gpu_memory_utilization = 0.9;
   int32_t max_num_blocks = 0;  // > 0 caps the pool (tests); 0 = what the fraction gives
+  // The largest step the engine schedules: tokens (its max_batched_tokens) and sequences (its
+  // max_num_seqs). The activations for such a step are allocated before the KV pool is sized,
+  // so the pool cannot leave them without room. 0 = allocate on demand, and no CUDA graphs.
+  int32_t max_step_tokens = 0;
+  int32_t max_num_seqs = 0;
+  // Decode steps (every entry one new token) replay a CUDA graph captured, on first use, for
+  // each batch-size bucket (1, 2, 4, then multiples of 8 up to max_num_seqs); a smaller batch is
+  // padded to its bucket. false runs every kernel eagerly (vLLM's --enforce-eager).
+  bool cuda_graphs = true;
+  // Batch-invariant GEMMs (kernels/gemm.h): a sequence's logits, and so a seeded request's
+  // tokens, do not depend on the other sequences in its step. Slower.
+  bool deterministic = false;
   // Tests: fill the KV pool (once) and every activation buffer (before each step) with 0xFF bytes
   // (NaN in float32 and BF16), so that a read of anything not written shows in the logits.
   bool poison_buffers = false;

@@ -12,6 +12,20 @@ T* At(std::byte* base, size_t offset) {
   return reinterpret_cast<T*>(base + offset);
 }
 
+// Fills in the byte offsets of `l` from its counts.
+void PlaceArrays(StepLayout& l) {
+  const size_t t = static_cast<size_t>(l.num_tokens);
+  l.slots = 0;
+  l.tokens = AlignUp(l.slots + sizeof(int64_t) * t);
+  l.positions = AlignUp(l.tokens + sizeof(int32_t) * t);
+  l.query_seq = AlignUp(l.positions + sizeof(int32_t) * t);
+  l.context_lens = AlignUp(l.query_seq + sizeof(int32_t) * t);
+  l.selected = AlignUp(l.context_lens + sizeof(int32_t) * t);
+  l.block_tables = AlignUp(l.selected + sizeof(int32_t) * t);
+  l.bytes = AlignUp(l.block_tables + sizeof(int32_t) * static_cast<size_t>(l.num_entries) *
+                                         static_cast<size_t>(l.max_blocks_per_seq));
+}
+
 }  // namespace
 
 StepLayout LayoutStep(const BatchPlan& plan, int32_t block_size) {
@@ -27,17 +41,33 @@ StepLayout LayoutStep(const BatchPlan& plan, int32_t block_size) {
   }
   l.num_tokens = static_cast<int32_t>(tokens);
   l.num_entries = static_cast<int32_t>(plan.entries.size());
-  const size_t t = static_cast<size_t>(l.num_tokens);
-  l.slots = 0;
-  l.tokens = AlignUp(l.slots + sizeof(int64_t) * t);
-  l.positions = AlignUp(l.tokens + sizeof(int32_t) * t);
-  l.query_seq = AlignUp(l.positions + sizeof(int32_t) * t);
-  l.context_lens = AlignUp(l.query_seq + sizeof(int32_t) * t);
-  l.selected = AlignUp(l.context_lens + sizeof(int32_t) * t);
-  l.block_tables = AlignUp(l.selected + sizeof(int32_t) * t);
-  l.bytes = AlignUp(l.block_tables + sizeof(int32_t) * static_cast<size_t>(l.num_entries) *
-                                         static_cast<size_t>(l.max_blocks_per_seq));
+  PlaceArrays(l);
   return l;
+}
+
+StepLayout LayoutPaddedDecode(int32_t rows, int32_t max_blocks_per_seq, int32_t max_context_len) {
+  StepLayout l;
+  l.num_tokens = rows;
+  l.num_entries = rows;
+  l.max_blocks_per_seq = std::max<int32_t>(max_blocks_per_seq, 1);
+  l.max_context_len = std::max<int32_t>(max_context_len, 1);
+  PlaceArrays(l);
+  return l;
+}
+
+void FillPadding(const StepLayout& layout, int32_t first_row, std::byte* dst) {
+  for (int32_t r = first_row; r < layout.num_tokens; ++r) {
+    At<int64_t>(dst, layout.slots)[r] = -1;
+    At<int32_t>(dst, layout.tokens)[r] = 0;
+    At<int32_t>(dst, layout.positions)[r] = 0;
+    At<int32_t>(dst, layout.query_seq)[r] = r;
+    At<int32_t>(dst, layout.context_lens)[r] = 0;
+    At<int32_t>(dst, layout.selected)[r] = r;
+    for (int32_t b = 0; b < layout.max_blocks_per_seq; ++b) {
+      At<int32_t>(dst,
+                  layout.block_tables)[static_cast<int64_t>(r) * layout.max_blocks_per_seq + b] = 0;
+    }
+  }
 }
 
 int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& layout,
@@ -52,7 +82,7 @@ int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& la
   const int32_t stride = layout.max_blocks_per_seq;
   int32_t rows = 0;
   int32_t r = 0;
-  for (int32_t e = 0; e < layout.num_entries; ++e) {
+  for (int32_t e = 0; e < static_cast<int32_t>(plan.entries.size()); ++e) {
     const BatchEntry& entry = plan.entries[e];
     const int32_t len = static_cast<int32_t>(entry.token_ids.size());
     const int64_t needed =

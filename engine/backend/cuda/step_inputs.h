@@ -41,8 +41,20 @@ StepLayout LayoutStep(const BatchPlan& plan, int32_t block_size);
 // Writes the arrays into `dst` (layout.bytes bytes, 8-byte aligned) and returns the number of
 // logit rows; `row_entry` receives each logit row's entry index (appended, in row order, as
 // Logits::row_entry wants). Block-table padding beyond what an entry needs is 0 (never read).
+// `layout` is LayoutStep(plan)'s or, for a decode plan, a LayoutPaddedDecode at least as large
+// (then call FillPadding for the rows after the plan's).
 int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& layout,
                  std::byte* dst, std::vector<int32_t>* row_entry);
+
+// CUDA graphs replay one fixed layout per batch size: a decode step (one token per entry, each
+// with logits) padded to `rows` rows and entries, block tables `max_blocks_per_seq` wide, and
+// max_context_len as given (the model's context, so that any step fits the captured grid).
+StepLayout LayoutPaddedDecode(int32_t rows, int32_t max_blocks_per_seq, int32_t max_context_len);
+
+// Rows [first_row, layout.num_tokens) as padding: token 0, position 0, its own (all-zero) block
+// table row, context length 0 (attention reads nothing and outputs 0), slot -1 (nothing is
+// written to the KV cache), and selected = the row itself, so row i of the logits is row i.
+void FillPadding(const StepLayout& layout, int32_t first_row, std::byte* dst);
 
 }  // namespace vg::engine::cuda
 

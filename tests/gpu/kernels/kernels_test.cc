@@ -176,36 +176,60 @@ TEST_F(CudaKernelsTest, ResidualRmsNormMatchesReference) {
 }
 
 // q: |err| <= 1e-4 (float32 sincos of the same float32 angle). Cache (BF16 out):
-// |err| <= 2^-8 |ref| + 1e-4. Slots not written stay poisoned.
+// |err| <= 2^-8 |ref| + 1e-4. Slots not written stay poisoned, and so do the slots of padding
+// rows (slot -1). Two layouts: separate dense q, k, v rotated in place, and one fused
+// [t][q | k | v] row per token (plus 3 floats of slack) with the queries written to q_out.
 TEST_F(CudaKernelsTest, RopeAndWriteKvMatchesReference) {
   struct Case {
     int tokens, heads, kv_heads, head_dim, block_size, num_blocks;
+    bool fused;
   };
-  for (const Case c :
-       {Case{5, 4, 1, 256, 16, 8}, Case{7, 8, 4, 6, 5, 4}, Case{1, 4, 1, 256, 16, 2}}) {
+  for (const Case c : {Case{5, 4, 1, 256, 16, 8, false}, Case{7, 8, 4, 6, 5, 4, false},
+                       Case{1, 4, 1, 256, 16, 2, false}, Case{5, 4, 1, 256, 16, 8, true},
+                       Case{7, 8, 4, 6, 5, 4, true}}) {
     const float theta = 10000.f;
-    const size_t q_n = static_cast<size_t>(c.tokens) * c.heads * c.head_dim;
-    const size_t kv_n = static_cast<size_t>(c.tokens) * c.kv_heads * c.head_dim;
+    const int q_dim = c.heads * c.head_dim, kv_dim = c.kv_heads * c.head_dim;
+    const int64_t stride = c.fused ? q_dim + 2 * kv_dim + 3 : 0;
     const size_t cache_n =
         static_cast<size_t>(c.num_blocks) * c.block_size * c.kv_heads * c.head_dim;
-    const std::vector<float> q = RandomFloats(q_n, 6), k = RandomFloats(kv_n, 7),
-                             v = RandomFloats(kv_n, 8);
+    // Dense copies for the reference: q [t][q_dim], k and v [t][kv_dim].
+    const std::vector<float> q = RandomFloats(static_cast<size_t>(c.tokens) * q_dim, 6),
+                             k = RandomFloats(static_cast<size_t>(c.tokens) * kv_dim, 7),
+                             v = RandomFloats(static_cast<size_t>(c.tokens) * kv_dim, 8);
     std::vector<int32_t> positions(c.tokens);
     std::vector<int64_t> slots(c.num_blocks * c.block_size);
     std::iota(slots.begin(), slots.end(), 0);
     std::mt19937 rng(9);
     std::shuffle(slots.begin(), slots.end(), rng);
-    slots.resize(c.tokens);  // distinct, non-contiguous slots
+    slots.resize(c.tokens);               // distinct, non-contiguous slots
+    if (c.tokens > 1) slots.back() = -1;  // a padding row
     for (int32_t& p : positions) p = static_cast<int32_t>(rng() % 8192);
-    DeviceBuffer<float> d_q(q), d_k(k), d_v(v);
     DeviceBuffer<int32_t> d_pos(positions);
     DeviceBuffer<int64_t> d_slots(slots);
     DeviceBuffer<uint16_t> d_kc(cache_n), d_vc(cache_n);
-    CUDA_OK(RopeAndWriteKv(d_q.get(), d_k.get(), d_v.get(), d_pos.get(), d_slots.get(), c.tokens,
-                           c.heads, c.kv_heads, c.head_dim, theta, d_kc.get(), d_vc.get(),
-                           nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-    const std::vector<float> got_q = d_q.Download();
+    std::vector<float> got_q;
+    if (c.fused) {
+      std::vector<float> qkv(static_cast<size_t>(c.tokens) * stride, 1e30f);
+      for (int t = 0; t < c.tokens; ++t) {
+        std::copy_n(&q[static_cast<size_t>(t) * q_dim], q_dim, &qkv[t * stride]);
+        std::copy_n(&k[static_cast<size_t>(t) * kv_dim], kv_dim, &qkv[t * stride + q_dim]);
+        std::copy_n(&v[static_cast<size_t>(t) * kv_dim], kv_dim, &qkv[t * stride + q_dim + kv_dim]);
+      }
+      DeviceBuffer<float> d_qkv(qkv), d_q_out(static_cast<size_t>(c.tokens) * q_dim);
+      CUDA_OK(RopeAndWriteKv(d_qkv.get(), d_qkv.get() + q_dim, d_qkv.get() + q_dim + kv_dim, stride,
+                             d_pos.get(), d_slots.get(), c.tokens, c.heads, c.kv_heads, c.head_dim,
+                             theta, d_q_out.get(), d_kc.get(), d_vc.get(), nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      got_q = d_q_out.Download();
+      ASSERT_EQ(d_qkv.Download(), qkv) << "the fused input was written";
+    } else {
+      DeviceBuffer<float> d_q(q), d_k(k), d_v(v);
+      CUDA_OK(RopeAndWriteKv(d_q.get(), d_k.get(), d_v.get(), q_dim, d_pos.get(), d_slots.get(),
+                             c.tokens, c.heads, c.kv_heads, c.head_dim, theta, d_q.get(),
+                             d_kc.get(), d_vc.get(), nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      got_q = d_q.Download();
+    }
     const std::vector<uint16_t> got_k = d_kc.Download(), got_v = d_vc.Download();
     const int half = c.head_dim / 2;
     auto rotate = [&](const float* x, int i, float pos, bool second) {
@@ -226,6 +250,7 @@ TEST_F(CudaKernelsTest, RopeAndWriteKvMatchesReference) {
           ASSERT_NEAR(got_q[base + i + half], rotate(&q[base], i, pos, true), 1e-4);
         }
       }
+      if (slots[t] < 0) continue;
       for (int h = 0; h < c.kv_heads; ++h) {
         const size_t src = (static_cast<size_t>(t) * c.kv_heads + h) * c.head_dim;
         const size_t dst = (static_cast<size_t>(slots[t]) * c.kv_heads + h) * c.head_dim;
@@ -378,13 +403,32 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(info.index);
     });
 
-// BF16 output: |err| <= 2^-8 |ref| + 1e-6.
+// BF16 output: |err| <= 2^-8 |ref| + 1e-6. Dense gate and up, and the fused [t][gate | up] rows.
 TEST_F(CudaKernelsTest, GeGluMatchesReference) {
-  for (const int64_t count : {int64_t{1}, int64_t{6912} * 3, int64_t{1000003}}) {
+  struct Case {
+    int tokens, intermediate;
+    bool fused;
+  };
+  for (const Case c : {Case{1, 1, false}, Case{3, 6912, false}, Case{7, 142858, false},
+                       Case{3, 6912, true}, Case{5, 37, true}}) {
+    const int64_t count = static_cast<int64_t>(c.tokens) * c.intermediate;
     const std::vector<float> gate = RandomFloats(count, 14, 6.f), up = RandomFloats(count, 15, 3.f);
-    DeviceBuffer<float> d_gate(gate), d_up(up);
     DeviceBuffer<uint16_t> d_out(count);
-    CUDA_OK(GeGlu(d_gate.get(), d_up.get(), count, d_out.get(), nullptr));
+    if (c.fused) {
+      const int64_t stride = 2 * c.intermediate;
+      std::vector<float> fused(static_cast<size_t>(c.tokens) * stride);
+      for (int t = 0; t < c.tokens; ++t) {
+        std::copy_n(&gate[t * c.intermediate], c.intermediate, &fused[t * stride]);
+        std::copy_n(&up[t * c.intermediate], c.intermediate, &fused[t * stride + c.intermediate]);
+      }
+      DeviceBuffer<float> d_fused(fused);
+      CUDA_OK(GeGlu(d_fused.get(), d_fused.get() + c.intermediate, stride, c.tokens, c.intermediate,
+                    d_out.get(), nullptr));
+    } else {
+      DeviceBuffer<float> d_gate(gate), d_up(up);
+      CUDA_OK(GeGlu(d_gate.get(), d_up.get(), c.intermediate, c.tokens, c.intermediate, d_out.get(),
+                    nullptr));
+    }
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<uint16_t> out = d_out.Download();
     for (int64_t i = 0; i < count; ++i) {
@@ -428,49 +472,89 @@ TEST_F(CudaKernelsTest, FinalSoftcapArgmaxMatchesReference) {
 // C = A W^T with BF16 operands: |err| <= 1e-5 * sum_k |a w| (float32 accumulation), plus
 // 2^-8 |ref| for BF16 output.
 TEST_F(CudaKernelsTest, LtGemmMatchesReference) {
-  std::string error;
-  std::unique_ptr<LtGemm> gemm = LtGemm::Create(32u << 20, &error);
-  ASSERT_NE(gemm, nullptr) << error;
-  struct Case {
-    int m, n, k;
-    LtGemm::OutType out;
-  };
-  for (const Case c :
-       {Case{1, 1152, 1152, LtGemm::OutType::kFloat32}, Case{7, 6912, 1152, LtGemm::OutType::kBf16},
-        Case{5, 1152, 6912, LtGemm::OutType::kFloat32},
-        Case{2, 256000, 1152, LtGemm::OutType::kFloat32},  // LM head
-        Case{3, 24, 40, LtGemm::OutType::kBf16}}) {
-    const std::vector<uint16_t> a = RandomBf16(static_cast<size_t>(c.m) * c.k, 17);
-    const std::vector<uint16_t> w = RandomBf16(static_cast<size_t>(c.n) * c.k, 18);
-    DeviceBuffer<uint16_t> d_a(a), d_w(w);
-    const bool f32 = c.out == LtGemm::OutType::kFloat32;
-    const size_t out_n = static_cast<size_t>(c.m) * c.n;
-    DeviceBuffer<float> d_c32(f32 ? out_n : 1);
-    DeviceBuffer<uint16_t> d_c16(f32 ? 1 : out_n);
-    ASSERT_TRUE(gemm->Matmul(d_a.get(), d_w.get(),
-                             f32 ? static_cast<void*>(d_c32.get()) : d_c16.get(), c.out, c.m, c.n,
-                             c.k, 0.f, nullptr, &error))
-        << error;
-    CUDA_OK(cudaDeviceSynchronize());
-    const std::vector<float> c32 = f32 ? d_c32.Download() : std::vector<float>();
-    const std::vector<uint16_t> c16 = f32 ? std::vector<uint16_t>() : d_c16.Download();
-    std::vector<float> af(a.size()), wf(w.size());
-    for (size_t i = 0; i < a.size(); ++i) af[i] = FromBf16(a[i]);
-    for (size_t i = 0; i < w.size(); ++i) wf[i] = FromBf16(w[i]);
-    for (int i = 0; i < c.m; ++i) {
-      for (int j = 0; j < c.n; ++j) {
-        double dot = 0, mag = 0;
-        for (int kk = 0; kk < c.k; ++kk) {
-          const double prod = static_cast<double>(af[static_cast<size_t>(i) * c.k + kk]) *
-                              wf[static_cast<size_t>(j) * c.k + kk];
-          dot += prod;
-          mag += std::fabs(prod);
+  for (const bool invariant : {false, true}) {
+    std::string error;
+    std::unique_ptr<LtGemm> gemm = LtGemm::Create(32u << 20, invariant, &error);
+    ASSERT_NE(gemm, nullptr) << error;
+    struct Case {
+      int m, n, k;
+      LtGemm::OutType out;
+    };
+    for (const Case c : {Case{1, 1152, 1152, LtGemm::OutType::kFloat32},
+                         Case{7, 6912, 1152, LtGemm::OutType::kBf16},
+                         Case{5, 1152, 6912, LtGemm::OutType::kFloat32},
+                         Case{2, 256000, 1152, LtGemm::OutType::kFloat32},  // LM head
+                         Case{3, 24, 40, LtGemm::OutType::kBf16}}) {
+      const std::vector<uint16_t> a = RandomBf16(static_cast<size_t>(c.m) * c.k, 17);
+      const std::vector<uint16_t> w = RandomBf16(static_cast<size_t>(c.n) * c.k, 18);
+      DeviceBuffer<uint16_t> d_a(a), d_w(w);
+      const bool f32 = c.out == LtGemm::OutType::kFloat32;
+      const size_t out_n = static_cast<size_t>(c.m) * c.n;
+      DeviceBuffer<float> d_c32(f32 ? out_n : 1);
+      DeviceBuffer<uint16_t> d_c16(f32 ? 1 : out_n);
+      ASSERT_TRUE(gemm->Matmul(d_a.get(), d_w.get(),
+                               f32 ? static_cast<void*>(d_c32.get()) : d_c16.get(), c.out, c.m, c.n,
+                               c.k, 0.f, nullptr, &error))
+          << error;
+      CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> c32 = f32 ? d_c32.Download() : std::vector<float>();
+      const std::vector<uint16_t> c16 = f32 ? std::vector<uint16_t>() : d_c16.Download();
+      std::vector<float> af(a.size()), wf(w.size());
+      for (size_t i = 0; i < a.size(); ++i) af[i] = FromBf16(a[i]);
+      for (size_t i = 0; i < w.size(); ++i) wf[i] = FromBf16(w[i]);
+      for (int i = 0; i < c.m; ++i) {
+        for (int j = 0; j < c.n; ++j) {
+          double dot = 0, mag = 0;
+          for (int kk = 0; kk < c.k; ++kk) {
+            const double prod = static_cast<double>(af[static_cast<size_t>(i) * c.k + kk]) *
+                                wf[static_cast<size_t>(j) * c.k + kk];
+            dot += prod;
+            mag += std::fabs(prod);
+          }
+          const size_t o = static_cast<size_t>(i) * c.n + j;
+          const double got = f32 ? c32[o] : FromBf16(c16[o]);
+          const double tol = 1e-5 * mag + (f32 ? 0 : std::fabs(dot) / 256) + 1e-6;
+          ASSERT_NEAR(got, dot, tol) << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i
+                                     << "," << j << " batch invariant " << invariant;
         }
-        const size_t o = static_cast<size_t>(i) * c.n + j;
-        const double got = f32 ? c32[o] : FromBf16(c16[o]);
-        const double tol = 1e-5 * mag + (f32 ? 0 : std::fabs(dot) / 256) + 1e-6;
-        ASSERT_NEAR(got, dot, tol)
-            << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i << "," << j;
+      }
+      // The plan is reused: a second call on the same shape gives the same bits.
+      if (f32) {
+        ASSERT_TRUE(gemm->Matmul(d_a.get(), d_w.get(), d_c32.get(), c.out, c.m, c.n, c.k, 0.f,
+                                 nullptr, &error))
+            << error;
+        CUDA_OK(cudaDeviceSynchronize());
+        ASSERT_EQ(d_c32.Download(), c32);
+      }
+    }
+  }
+}
+
+// Batch-invariant mode: each row of C is bitwise the same whether it is computed alone, in a
+// batch of 7, or in a batch of 300 (the rows differ; row r of the batch is row r of A).
+TEST_F(CudaKernelsTest, LtGemmBatchInvariantRowsDoNotDependOnTheBatch) {
+  std::string error;
+  std::unique_ptr<LtGemm> gemm = LtGemm::Create(32u << 20, /*batch_invariant=*/true, &error);
+  ASSERT_NE(gemm, nullptr) << error;
+  for (const auto [n, k] : {std::pair{1152, 1152}, {13824, 1152}, {1152, 6912}, {24, 40}}) {
+    const int max_m = 300;
+    const std::vector<uint16_t> a = RandomBf16(static_cast<size_t>(max_m) * k, 19);
+    const std::vector<uint16_t> w = RandomBf16(static_cast<size_t>(n) * k, 20);
+    DeviceBuffer<uint16_t> d_a(a), d_w(w);
+    std::vector<std::vector<float>> results;
+    for (const int m : {1, 7, max_m}) {
+      DeviceBuffer<float> d_c(static_cast<size_t>(m) * n);
+      ASSERT_TRUE(gemm->Matmul(d_a.get(), d_w.get(), d_c.get(), LtGemm::OutType::kFloat32, m, n, k,
+                               0.f, nullptr, &error))
+          << error;
+      CUDA_OK(cudaDeviceSynchronize());
+      results.push_back(d_c.Download());
+    }
+    for (int r = 0; r < 7; ++r) {
+      for (int j = 0; j < n; ++j) {
+        const size_t o = static_cast<size_t>(r) * n + j;
+        if (r == 0) ASSERT_EQ(results[0][o], results[2][o]) << "n " << n << " k " << k;
+        ASSERT_EQ(results[1][o], results[2][o]) << "n " << n << " k " << k << " row " << r;
       }
     }
   }

@@ -138,7 +138,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int p = 0; p < parts; ++p) {
       acc += expf(partials.max[base + p] - global_max) * partials.out[(base + p) * D + d];
     }
-    out[(static_cast<int64_t>(r) * s.num_heads + h) * D + d] = acc / denom;
+    // A padding row (context length 0) has no partitions: 0, not 0/0.
+    out[(static_cast<int64_t>(r) * s.num_heads + h) * D + d] = parts > 0 ? acc / denom : 0.f;
   }
 }
 

@@ -63,10 +63,11 @@ __global__ void ResidualRmsNormKernel(float* residual, const float* x, const flo
 }
 
 // One block per token; thread i of the half dimension handles the pair (i, i + half).
-__global__ void RopeWriteKvKernel(float* q, const float* k, const float* v,
-                                  const int32_t* positions, const int64_t* slots, int num_heads,
-                                  int num_kv_heads, int head_dim, float rope_theta,
-                                  uint16_t* k_cache, uint16_t* v_cache) {
+__global__ void RopeWriteKvKernel(const float* q, const float* k, const float* v,
+                                  int64_t row_stride, const int32_t* positions,
+                                  const int64_t* slots, int num_heads, int num_kv_heads,
+                                  int head_dim, float rope_theta, float* q_out, uint16_t* k_cache,
+                                  uint16_t* v_cache) {
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -79,13 +80,15 @@ __global__ void RopeWriteKvKernel(float* q, const float* k, const float* v,
     float s, c;
     sincosf(angle, &s, &c);
     for (int h = 0; h < num_heads; ++h) {
-      float* row = q + (t * num_heads + h) * head_dim;
-      const float a = row[i], b = row[i + half];
-      row[i] = a * c - b * s;
-      row[i + half] = b * c + a * s;
+      const float* row = q + t * row_stride + h * head_dim;
+      const float a = row[i], b = row[i + half];  // both read before q_out (maybe q) is written
+      float* out = q_out + (t * num_heads + h) * head_dim;
+      out[i] = a * c - b * s;
+      out[i + half] = b * c + a * s;
     }
+    if (slot < 0) continue;  // a padding row (CUDA graph buckets): nothing goes to the cache
     for (int h = 0; h < num_kv_heads; ++h) {
-      const int64_t src = (t * num_kv_heads + h) * head_dim;
+      const int64_t src = t * row_stride + h * head_dim;
       const int64_t dst = (slot * num_kv_heads + h) * head_dim;
       const float a = k[src + i], b = k[src + i + half];
       k_cache[dst + i] = ToBf16Bits(a * c - b * s);
@@ -96,13 +99,15 @@ __global__ void RopeWriteKvKernel(float* q, const float* k, const float* v,
   }
 }
 
-__global__ void GeGluKernel(const float* gate, const float* up, int64_t count, uint16_t* out) {
+__global__ void GeGluKernel(const float* gate, const float* up, int64_t row_stride,
+                            int intermediate, int64_t count, uint16_t* out) {
   const float kSqrt2OverPi = 0.7978845608028654f;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
+    const int64_t in = (i / intermediate) * row_stride + i % intermediate;
+    const float g = gate[in];
     const float gelu = 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-    out[i] = ToBf16Bits(gelu * up[i]);
+    out[i] = ToBf16Bits(gelu * up[in]);
   }
 }
 
@@ -188,22 +193,29 @@ cudaError_t ResidualRmsNorm(float* residual, const float* x, const float* weight
   return cudaGetLastError();
 }
 
-cudaError_t RopeAndWriteKv(float* q, const float* k, const float* v, const int32_t* positions,
-                           const int64_t* slots, int num_tokens, int num_heads, int num_kv_heads,
-                           int head_dim, float rope_theta, uint16_t* k_cache, uint16_t* v_cache,
+cudaError_t RopeAndWriteKv(const float* q, const float* k, const float* v, int64_t row_stride,
+                           const int32_t* positions, const int64_t* slots, int num_tokens,
+                           int num_heads, int num_kv_heads, int head_dim, float rope_theta,
+                           float* q_out, uint16_t* k_cache, uint16_t* v_cache,
                            cudaStream_t stream) {
-  if (head_dim % 2 != 0) return cudaErrorInvalidValue;
+  if (head_dim % 2 != 0 || row_stride < static_cast<int64_t>(num_heads) * head_dim) {
+    return cudaErrorInvalidValue;
+  }
   if (num_tokens <= 0) return cudaSuccess;
   const int threads = head_dim / 2 < 128 ? ((head_dim / 2 + 31) / 32) * 32 : 128;
-  RopeWriteKvKernel<<<num_tokens, threads, 0, stream>>>(
-      q, k, v, positions, slots, num_heads, num_kv_heads, head_dim, rope_theta, k_cache, v_cache);
+  RopeWriteKvKernel<<<num_tokens, threads, 0, stream>>>(q, k, v, row_stride, positions, slots,
+                                                        num_heads, num_kv_heads, head_dim,
+                                                        rope_theta, q_out, k_cache, v_cache);
   return cudaGetLastError();
 }
 
-cudaError_t GeGlu(const float* gate, const float* up, int64_t count, uint16_t* out,
-                  cudaStream_t stream) {
+cudaError_t GeGlu(const float* gate, const float* up, int64_t row_stride, int num_tokens,
+                  int intermediate, uint16_t* out, cudaStream_t stream) {
+  if (intermediate <= 0 || row_stride < intermediate) return cudaErrorInvalidValue;
+  const int64_t count = static_cast<int64_t>(num_tokens) * intermediate;
   if (count <= 0) return cudaSuccess;
-  GeGluKernel<<<GridFor(count), kRowThreads, 0, stream>>>(gate, up, count, out);
+  GeGluKernel<<<GridFor(count), kRowThreads, 0, stream>>>(gate, up, row_stride, intermediate, count,
+                                                          out);
   return cudaGetLastError();
 }
 

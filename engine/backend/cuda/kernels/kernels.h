@@ -40,17 +40,20 @@ cudaError_t ResidualRmsNorm(float* residual, const float* x, const float* weight
                             int hidden, float eps, uint16_t* normed, float* normed_f32,
                             cudaStream_t stream);
 
-// Rotate-half RoPE on q (in place) and k, then k and v written into the paged cache.
-// q: float32 [num_tokens][num_heads][head_dim] (in place); k, v: float32
-// [num_tokens][num_kv_heads][head_dim] (read only; k is rotated on the way into the cache);
-// positions: int32 [num_tokens]; slots: int64 [num_tokens], slot = physical_block * block_size +
-// offset_in_block of that token's position (taken from its block table); k_cache, v_cache: BF16
+// Rotate-half RoPE on q and k, then k and v written into the paged cache.
+// q, k, v: float32 rows `row_stride` floats apart (the fused QKV projection [t][q | k | v] gives
+// q = qkv, k = qkv + num_heads * head_dim, v = k + num_kv_heads * head_dim, row_stride = the
+// fused width); each row holds [num_heads|num_kv_heads][head_dim]. q_out: float32 dense
+// [num_tokens][num_heads][head_dim], the rotated queries (q_out == q is allowed when
+// row_stride == num_heads * head_dim). positions: int32 [num_tokens]; slots: int64 [num_tokens],
+// slot = physical_block * block_size + offset_in_block of that token's position (taken from its
+// block table), or < 0 for a padding row whose k and v are not written; k_cache, v_cache: BF16
 // [num_blocks][block_size][num_kv_heads][head_dim] of one layer. head_dim must be even.
 // inv_freq[i] = rope_theta^(-2i/head_dim), angle = position * inv_freq[i] in float32.
-cudaError_t RopeAndWriteKv(float* q, const float* k, const float* v, const int32_t* positions,
-                           const int64_t* slots, int num_tokens, int num_heads, int num_kv_heads,
-                           int head_dim, float rope_theta, uint16_t* k_cache, uint16_t* v_cache,
-                           cudaStream_t stream);
+cudaError_t RopeAndWriteKv(const float* q, const float* k, const float* v, int64_t row_stride,
+                           const int32_t* positions, const int64_t* slots, int num_tokens,
+                           int num_heads, int num_kv_heads, int head_dim, float rope_theta,
+                           float* q_out, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t stream);
 
 // Paged attention shapes shared by decode and prefill.
 struct PagedAttentionShape {
@@ -79,7 +82,8 @@ int64_t PagedAttentionScratchFloats(const PagedAttentionShape& shape, int num_qu
 // token with position + 1). Split-K: each partition of partition_size positions is reduced in
 // one block, then a second kernel combines partial max/sum/output.
 // q: float32 [num_queries][num_heads][head_dim]; query_seq: int32 [num_queries];
-// context_lens: int32 [num_queries], 1 <= len <= max_context_len, and
+// context_lens: int32 [num_queries], 0 <= len <= max_context_len (0: a padding row, whose output
+// is 0), and
 // len <= max_blocks_per_seq * block_size; block_tables: int32 [num_seqs][max_blocks_per_seq];
 // k_cache, v_cache: BF16 cache of one layer; out: float32 [num_queries][num_heads][head_dim];
 // scratch: PagedAttentionScratchFloats(...) floats.
@@ -90,10 +94,12 @@ cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
                            float* out, cudaStream_t stream);
 
 // out[t][i] = gelu_pytorch_tanh(gate[t][i]) * up[t][i], tanh approximation:
-// 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). gate, up: float32 [num_tokens][intermediate];
-// out: BF16 [num_tokens][intermediate] (the down projection's input).
-cudaError_t GeGlu(const float* gate, const float* up, int64_t count, uint16_t* out,
-                  cudaStream_t stream);
+// 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). gate, up: float32 rows `row_stride` floats
+// apart, `intermediate` used per row (the fused gate/up projection [t][gate | up] gives
+// up = gate + intermediate, row_stride = 2 * intermediate); out: BF16 dense
+// [num_tokens][intermediate] (the down projection's input).
+cudaError_t GeGlu(const float* gate, const float* up, int64_t row_stride, int num_tokens,
+                  int intermediate, uint16_t* out, cudaStream_t stream);
 
 // logits[r][j] = tanh(logits[r][j] / cap) * cap in place (cap > 0; with cap == 0 only argmax
 // runs). If argmax != nullptr, argmax[r] = index of the largest capped logit of row r (the lowest
