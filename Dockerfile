@@ -8,9 +8,12 @@
 #     -v "$HOME/.cache/huggingface:/models/huggingface:ro" vaultgemma-server:0.1.0
 #   docker run --rm -p 50051:50051 -v /path/to/checkpoint:/models/checkpoint:ro \
 #     vaultgemma-server:0.1.0 --model /models/checkpoint
+#   docker run --rm --gpus all -p 50051:50051 -p 9464:9464 \
+#     -v "$HOME/.cache/huggingface:/models/huggingface:ro" vaultgemma-server-cuda:0.1.0
 # tests/deploy/check_dockerfile.sh checks this file statically (CI has no container engine):
 # COPY sources against the build context and .dockerignore, the runtime packages against the
-# libraries the built binaries load, and the hadolint rules listed there.
+# libraries the built binaries load, the CUDA plugin's build and place, and the hadolint rules
+# listed there.
 
 ARG DEBIAN_VERSION=12.11
 
@@ -35,24 +38,58 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVG_BUILD_BENCHMAR
  && tools/deploy/collect_runtime_libs.sh /out/lib /out/bin/vaultgemma-server /out/bin/vaultgemma-cli
 
 # ---------------------------------------------------------------------------------------------
+# cuda-builder: the builder plus nvcc and the CUDA runtime, cuBLAS and CCCL headers from NVIDIA's
+# Debian 12 repository, builds the CUDA backend plugin libvaultgemma_cuda.so (issue 7) for sm_80
+# and sm_90a. It starts from the builder, so the plugin is compiled by the same g++ against the
+# same Abseil as the server it is loaded into. The package versions are those of CUDA 13.0.1, the
+# release of the cuda stage's base image (CUDA runtime 13.0.88, cuBLAS 13.0.2.14): bump them and
+# that tag together (tests/deploy/check_dockerfile.sh checks that both name CUDA 13.0). The
+# plugin's non-CUDA libraries (Abseil) join the server's in /out/lib; collect_runtime_libs.sh
+# never copies a CUDA library, which the runtime image and the host's driver provide.
+FROM builder AS cuda-builder
+ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl \
+ && curl -fsSL -o /tmp/cuda-keyring.deb "${CUDA_REPO}/cuda-keyring_1.1-1_all.deb" \
+ && dpkg -i /tmp/cuda-keyring.deb \
+ && rm /tmp/cuda-keyring.deb \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      cuda-cccl-13-0=13.0.85-1 \
+      cuda-cudart-13-0=13.0.88-1 \
+      cuda-cudart-dev-13-0=13.0.88-1 \
+      cuda-nvcc-13-0=13.0.88-1 \
+      libcublas-13-0=13.0.2.14-1 \
+      libcublas-dev-13-0=13.0.2.14-1 \
+ && rm -rf /var/lib/apt/lists/*
+RUN cmake -S . -B /build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DVG_BUILD_BENCHMARKS=OFF \
+      -DVG_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda-13.0/bin/nvcc \
+      -DCMAKE_CUDA_ARCHITECTURES="80;90a" \
+ && cmake --build /build-cuda --target vaultgemma_cuda \
+ && install -D -m 0755 /build-cuda/lib/libvaultgemma_cuda.so /out/plugin/libvaultgemma_cuda.so \
+ && tools/deploy/collect_runtime_libs.sh /out/lib /out/plugin/libvaultgemma_cuda.so
+
+# ---------------------------------------------------------------------------------------------
 # cuda: the same server on NVIDIA's CUDA 13 runtime image (CUDA runtime, cuBLAS and cuBLASLt
-# included), for GPU nodes. NVIDIA publishes no Debian image, so the binaries from the Debian
-# builder bring their own non-glibc libraries (gRPC, protobuf, Abseil, prometheus-cpp and
-# theirs, collected by tools/deploy/collect_runtime_libs.sh) in /opt/vaultgemma/lib.
+# included), for GPU nodes; it serves on the first GPU by default (--device cuda). NVIDIA
+# publishes no Debian image, so the binaries from the Debian builder bring their own non-glibc
+# libraries (gRPC, protobuf, Abseil, prometheus-cpp and theirs, collected by
+# tools/deploy/collect_runtime_libs.sh) in /opt/vaultgemma/lib.
 #
-# The CUDA backend does not exist yet. It will be a shared-library plugin that the server
-# dlopen()s after /metrics has started (cuBLASLt's static TLS breaks prometheus-cpp's HTTP
-# threads when linked into the executable, TOOLCHAIN.md landmine 2), so the server binary itself
-# never links CUDA. When the plugin lands, its build (VG_ENABLE_CUDA=ON, with nvcc from NVIDIA's
-# Debian 12 repository in a builder stage) is copied into /opt/vaultgemma/plugins here. Until
-# then this image runs the CPU backend only and refuses --device cuda.
+# The CUDA backend is the plugin from cuda-builder, which the server dlopen()s only for
+# --device cuda[:N], after /metrics has started (cuBLASLt's static TLS breaks prometheus-cpp's
+# HTTP threads when linked into the executable, TOOLCHAIN.md landmine 2), so the server binary
+# itself never links CUDA. It lies at /usr/local/lib/libvaultgemma_cuda.so, the server's default
+# (../lib/ from its own directory, /usr/local/bin), so no --cuda-plugin is needed. Without a GPU
+# (no --gpus, no NVIDIA container runtime) the server exits with code 2 and one line naming the
+# missing driver or device; pass --device cpu to serve on the CPU from this image.
 FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04 AS cuda
 RUN groupadd --system --gid 10001 vaultgemma \
  && useradd --system --uid 10001 --gid vaultgemma --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin vaultgemma \
- && install -d /opt/vaultgemma/plugins
-COPY --from=builder /out/lib /opt/vaultgemma/lib
+      --shell /usr/sbin/nologin vaultgemma
+COPY --from=cuda-builder /out/lib /opt/vaultgemma/lib
 COPY --from=builder /out/bin/vaultgemma-server /out/bin/vaultgemma-cli /usr/local/bin/
+COPY --from=cuda-builder /out/plugin/libvaultgemma_cuda.so /usr/local/lib/libvaultgemma_cuda.so
 RUN echo /opt/vaultgemma/lib > /etc/ld.so.conf.d/vaultgemma.conf && ldconfig
 ENV HF_HOME=/models/huggingface \
     HF_HUB_OFFLINE=1 \
@@ -65,7 +102,8 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
   CMD ["vaultgemma-cli", "health", "--server", "127.0.0.1:50051", "--deadline", "5"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["vaultgemma-server"]
-CMD ["--model", "google/vaultgemma-1b", "--listen", "0.0.0.0:50051", "--metrics-port", "9464"]
+CMD ["--model", "google/vaultgemma-1b", "--device", "cuda", "--listen", "0.0.0.0:50051", \
+     "--metrics-port", "9464"]
 
 # ---------------------------------------------------------------------------------------------
 # cpu: the runtime libraries only (each package maps to a library that `ldd` reports for the

@@ -5,12 +5,24 @@
 #   - every COPY source from the context exists and is not excluded by .dockerignore, and every
 #     folder the top-level CMakeLists.txt adds is copied into the builder;
 #   - the builder installs the packages of `make deps` by running tools/ci/install_deps.sh;
+#   - the CUDA plugin: a cuda-builder stage FROM the builder (the server's compiler and Abseil)
+#     installs nvcc, the CUDA runtime, cuBLAS and CCCL development packages pinned to versions of
+#     the CUDA release (major.minor) that the cuda stage's nvidia/cuda base image carries,
+#     configures with VG_ENABLE_CUDA=ON for sm_80 and sm_90a, builds the plugin target of
+#     engine/backend/cuda/CMakeLists.txt and runs tools/deploy/collect_runtime_libs.sh on it; the
+#     cuda stage takes its libraries from there and puts the plugin where the server looks by
+#     default (../lib/ beside the directory of vaultgemma-server) and serves with --device cuda;
+#     with a CUDA build (BUILD_DIR/lib/libvaultgemma_cuda.so), collect_runtime_libs.sh collects
+#     every non-CUDA library the plugin needs and no CUDA library;
 #   - the cpu stage's apt packages are exactly those that own a library that `ldd` reports for
 #     the built vaultgemma-server and vaultgemma-cli (dpkg -S), nothing missing, nothing extra;
-#   - hadolint's rules that apply here: apt-get install with -y and --no-install-recommends
-#     (DL3015), apt lists removed in the same RUN (DL3009), update and install in one RUN
-#     (DL3059-ish), no sudo (DL3004), absolute WORKDIR (DL3000), COPY rather than ADD (DL3020),
-#     JSON-form ENTRYPOINT/CMD (DL3025), a pipefail SHELL before piped RUNs (DL4006);
+#   - hadolint's rules that apply here: each apt-get install with -y and
+#     --no-install-recommends (DL3014, DL3015), apt lists removed in the same RUN (DL3009),
+#     update and install in one RUN (DL3059-ish), no sudo (DL3004), absolute WORKDIR (DL3000),
+#     COPY rather than ADD (DL3020), JSON-form ENTRYPOINT/CMD (DL3025), a pipefail SHELL (set in
+#     the stage or inherited from the stage it is FROM) before piped RUNs (DL4006), and pinned
+#     versions (DL3008) for the packages of NVIDIA's repository, whose names do not pin an ABI
+#     the way Debian's library package names do;
 #   - each runtime stage (one with an ENTRYPOINT) ends as a non-root USER with a HEALTHCHECK
 #     that runs `vaultgemma-cli health`, and sets HF_HUB_OFFLINE=1.
 #   tests/deploy/check_dockerfile.sh SOURCE_DIR BUILD_DIR
@@ -62,7 +74,8 @@ ignored() {
 declare -A arg_default=() stage_seen=()
 stage="" stages=()
 declare -A stage_user=() stage_health=() stage_entry=() stage_hf_offline=() stage_packages=()
-declare -A stage_copied=()
+declare -A stage_copied=() stage_from=() stage_pipefail=() stage_runs=() stage_cmd=()
+declare -A stage_copies=()  # stage -> lines "FROM-STAGE<TAB>DESTINATION<TAB>SOURCE..."
 shell_pipefail=0
 before_first_from=1
 for ins in "${instructions[@]}"; do
@@ -89,10 +102,15 @@ for ins in "${instructions[@]}"; do
       stage=$name
       stage_seen[$name]=1
       stages+=("$name")
-      shell_pipefail=0
+      stage_from[$name]=$image
+      # A stage FROM an earlier one inherits its SHELL.
+      shell_pipefail=${stage_pipefail[$image]:-0}
+      stage_pipefail[$name]=$shell_pipefail
       ;;
     SHELL)
+      shell_pipefail=0
       [[ $rest == *pipefail* ]] && shell_pipefail=1
+      stage_pipefail[$stage]=$shell_pipefail
       ;;
     WORKDIR)
       [[ $rest == /* ]] || fail "WORKDIR $rest is not absolute (DL3000)"
@@ -111,9 +129,11 @@ for ins in "${instructions[@]}"; do
           *) sources+=("$w") ;;
         esac
       done
-      unset 'sources[${#sources[@]}-1]'  # the destination
+      dest=${sources[-1]}
+      unset 'sources[${#sources[@]}-1]'
       if [ -n "$from" ]; then
         [[ -n ${stage_seen[$from]:-} ]] || fail "COPY --from=$from: no earlier stage named $from"
+        stage_copies[$stage]+="$from"$'\t'"$dest"$'\t'"${sources[*]}"$'\n'
         continue
       fi
       for s in "${sources[@]}"; do
@@ -128,18 +148,28 @@ for ins in "${instructions[@]}"; do
       done
       ;;
     RUN)
+      stage_runs[$stage]+="$rest"$'\n'
       [[ $rest != *sudo* ]] || fail "$stage: RUN uses sudo (DL3004)"
       if [[ $rest == *'|'* && $rest != *'||'* && $shell_pipefail -eq 0 ]]; then
         fail "$stage: RUN with a pipe but no SHELL with -o pipefail (DL4006)"
       fi
       if [[ $rest == *"apt-get install"* ]]; then
-        [[ $rest == *"--no-install-recommends"* ]] || fail "$stage: apt-get install without --no-install-recommends (DL3015)"
-        [[ $rest =~ install\ +(-[a-z]*y|--yes|-y) || $rest == *" -y "* ]] || fail "$stage: apt-get install without -y (DL3014)"
         [[ $rest == *"apt-get update"* ]] || fail "$stage: apt-get install without apt-get update in the same RUN (DL3059)"
         [[ $rest == *"rm -rf /var/lib/apt/lists/*"* ]] || fail "$stage: apt lists not removed in the same RUN (DL3009)"
-        # The packages: the words after `install` that are not options, up to the next &&.
-        pkgs=$(sed -e 's/.*apt-get install//' -e 's/&&.*//' <<< "$rest" | tr ' ' '\n' | grep -v '^-' | sed '/^$/d' | sort -u)
-        stage_packages[$stage]+="$pkgs"$'\n'
+        # Each install: its words up to the next &&; the packages are those that are not options
+        # (NAME or NAME=VERSION).
+        after=$rest
+        while [[ $after == *"apt-get install"* ]]; do
+          after=${after#*apt-get install}
+          read -ra words <<< "${after%%&&*}"
+          [[ " ${words[*]} " == *" --no-install-recommends "* ]] \
+            || fail "$stage: apt-get install without --no-install-recommends (DL3015)"
+          [[ " ${words[*]} " =~ \ (-[a-z]*y|--yes)\  ]] \
+            || fail "$stage: apt-get install without -y (DL3014)"
+          for w in "${words[@]}"; do
+            [[ $w == -* ]] || stage_packages[$stage]+="$w"$'\n'
+          done
+        done
       fi
       [[ $rest == *"tools/ci/install_deps.sh"* ]] && stage_packages[$stage]+="@make-deps"$'\n'
       ;;
@@ -152,6 +182,7 @@ for ins in "${instructions[@]}"; do
     ENTRYPOINT|CMD)
       [[ $rest == \[* ]] || fail "$stage: $keyword $rest is not in JSON form (DL3025)"
       [ "$keyword" = ENTRYPOINT ] && stage_entry[$stage]=$rest
+      [ "$keyword" = CMD ] && stage_cmd[$stage]=$rest
       ;;
     ENV)
       [[ $rest == *HF_HUB_OFFLINE=1* ]] && stage_hf_offline[$stage]=1
@@ -170,6 +201,81 @@ for required in cpu cuda; do
   [[ -n ${stage_seen[$required]:-} ]] || fail "no $required stage"
 done
 [[ ${stages[-1]:-} == cpu ]] || fail "the last stage (the default target) must be cpu"
+
+# The CUDA plugin: built in cuda-builder, shipped by cuda.
+plugin_file=$(sed -n 's/.*kCudaPluginFileName\[\] = "\([^"]*\)".*/\1/p' "$src/engine/backend/cuda_plugin_loader.h")
+plugin_target=$(sed -n 's/^add_library(\([A-Za-z0-9_]*\) SHARED.*/\1/p' "$src/engine/backend/cuda/CMakeLists.txt")
+[ -n "$plugin_file" ] || fail "no kCudaPluginFileName in engine/backend/cuda_plugin_loader.h"
+[ -n "$plugin_target" ] || fail "no SHARED library (the plugin) in engine/backend/cuda/CMakeLists.txt"
+cuda_image=${stage_from[cuda]:-}
+cuda_release=""  # major.minor of the cuda stage's base image, e.g. 13.0
+if [[ $cuda_image =~ ^nvidia/cuda:([0-9]+)\.([0-9]+)\.[0-9]+-runtime- ]]; then
+  cuda_release=${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
+else
+  fail "the cuda stage is not FROM a pinned nvidia/cuda:X.Y.Z-runtime-... image (got '$cuda_image')"
+fi
+if [[ -z ${stage_seen[cuda-builder]:-} ]]; then
+  fail "no cuda-builder stage (it builds the CUDA plugin $plugin_file)"
+else
+  [[ ${stage_from[cuda-builder]} == builder ]] \
+    || fail "cuda-builder is FROM ${stage_from[cuda-builder]}, not builder" \
+      "(the plugin must share the server's compiler and Abseil)"
+  declare -A cuda_pkg_seen=()
+  while read -r p; do
+    [ -n "$p" ] || continue
+    name=${p%%=*}
+    [[ $name =~ ^(cuda-|libcublas|libnv) ]] || continue
+    [[ $p == *=?* ]] || fail "cuda-builder: $name is not pinned to a version (DL3008; NVIDIA's repository moves)"
+    [[ -z $cuda_release || $name == *-${cuda_release/./-} ]] \
+      || fail "cuda-builder: $name is not for CUDA $cuda_release, the release of the cuda stage's $cuda_image"
+    cuda_pkg_seen[${name%-[0-9]*-[0-9]*}]=1
+  done <<< "${stage_packages[cuda-builder]:-}"
+  for needed_pkg in cuda-nvcc cuda-cudart-dev libcublas-dev cuda-cccl; do
+    [[ -n ${cuda_pkg_seen[$needed_pkg]:-} ]] \
+      || fail "cuda-builder: does not install $needed_pkg-${cuda_release/./-} (the plugin build needs it)"
+  done
+  build_run=$(grep -- "--target $plugin_target" <<< "${stage_runs[cuda-builder]:-}" || true)
+  if [ -z "$build_run" ]; then
+    fail "cuda-builder: no RUN builds the plugin target ($plugin_target)"
+  else
+    [[ $build_run == *-DVG_ENABLE_CUDA=ON* ]] || fail "cuda-builder: the plugin build does not set -DVG_ENABLE_CUDA=ON"
+    archs=$(sed -n 's/.*-DCMAKE_CUDA_ARCHITECTURES="*\([^" ]*\).*/\1/p' <<< "$build_run")
+    for arch in 80 90a; do
+      [[ ";$archs;" == *";$arch;"* ]] || fail "cuda-builder: CMAKE_CUDA_ARCHITECTURES ('$archs') lacks $arch"
+    done
+    nvcc_path=$(sed -n 's/.*-DCMAKE_CUDA_COMPILER=\([^ ]*\).*/\1/p' <<< "$build_run")
+    [[ -z $nvcc_path || -z $cuda_release || $nvcc_path == */cuda-$cuda_release/* ]] \
+      || fail "cuda-builder: CMAKE_CUDA_COMPILER $nvcc_path is not CUDA $cuda_release's"
+    [[ $build_run =~ collect_runtime_libs\.sh\ +/out/lib\ .*$plugin_file ]] \
+      || fail "cuda-builder: the plugin's libraries are not collected into /out/lib" \
+        "(tools/deploy/collect_runtime_libs.sh)"
+  fi
+fi
+# In the cuda stage: the libraries from cuda-builder, the plugin at <server dir>/../lib/.
+server_dir="" plugin_dest="" libs_from=""
+while IFS=$'\t' read -r from dest sources; do
+  [ -n "$from" ] || continue
+  for source in $sources; do
+    case ${source##*/} in
+      vaultgemma-server) server_dir=${dest%/} ;;
+      "$plugin_file")
+        plugin_dest=$dest
+        [[ $dest == */ ]] && plugin_dest=$dest$plugin_file
+        [ "$from" = cuda-builder ] || fail "cuda: the plugin comes from $from, not cuda-builder"
+        ;;
+    esac
+    [ "$dest" = /opt/vaultgemma/lib ] && libs_from=$from
+  done
+done <<< "${stage_copies[cuda]:-}"
+[ "$libs_from" = cuda-builder ] \
+  || fail "cuda: /opt/vaultgemma/lib does not come from cuda-builder (the plugin's libraries are collected there)"
+if [ -z "$plugin_dest" ]; then
+  fail "cuda: the plugin $plugin_file is not copied into the image"
+elif [ -n "$server_dir" ] && [ "$plugin_dest" != "${server_dir%/*}/lib/$plugin_file" ]; then
+  fail "cuda: the plugin is at $plugin_dest, the server looks at ${server_dir%/*}/lib/$plugin_file" \
+    "(../lib from $server_dir, engine/backend/cuda_plugin_loader.cc)"
+fi
+[[ ${stage_cmd[cuda]:-} =~ \"--device\",\ *\"cuda ]] || fail "cuda: the default CMD does not serve with --device cuda"
 
 for s in "${stages[@]}"; do
   [[ -n ${stage_entry[$s]:-} ]] || continue
@@ -223,8 +329,32 @@ for p in "${!listed[@]}"; do
   [[ -n ${needed[$p]:-} ]] || fail "cpu stage: package $p provides no library the binaries load"
 done
 
+# With a CUDA build: what collect_runtime_libs.sh gathers for the cuda image has every non-CUDA
+# library the plugin needs and no CUDA library (those come from the runtime image and the host).
+plugin_built=$build/lib/$plugin_file
+plugin_note="no CUDA build, plugin libraries not checked"
+if [ -n "$plugin_file" ] && [ -f "$plugin_built" ]; then
+  collected=$(mktemp -d)
+  if "$src/tools/deploy/collect_runtime_libs.sh" "$collected/lib" "$build/bin/vaultgemma-server" \
+      "$build/bin/vaultgemma-cli" "$plugin_built" > "$collected/log" 2>&1; then
+    cuda_libs='^(libcuda|libcudart|libcublas|libcublasLt|libnvrtc|libnvJitLink)\.so'
+    system_libs='^(ld-linux[^/]*|libc|libm|libdl|libpthread|librt|libresolv|libstdc\+\+|libgcc_s)\.so'
+    for lib in "$collected"/lib/*; do
+      [[ ! ${lib##*/} =~ $cuda_libs ]] || fail "collect_runtime_libs.sh copies the CUDA library ${lib##*/}"
+    done
+    for lib in $(readelf -d "$plugin_built" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      [[ $lib =~ $cuda_libs || $lib =~ $system_libs || -f $collected/lib/$lib ]] \
+        || fail "collect_runtime_libs.sh does not collect $lib, which $plugin_file needs"
+    done
+    plugin_note="plugin libraries checked"
+  else
+    fail "collect_runtime_libs.sh failed on the server, the CLI and $plugin_built: $(cat "$collected/log")"
+  fi
+  rm -rf "$collected"
+fi
+
 if [ $failures -ne 0 ]; then
   echo "check_dockerfile: $failures problem(s)" >&2
   exit 1
 fi
-echo "check_dockerfile: ok (${#stages[@]} stages: ${stages[*]}; cpu runtime packages: ${#listed[@]})"
+echo "check_dockerfile: ok (${#stages[@]} stages: ${stages[*]}; cpu runtime packages: ${#listed[@]}; $plugin_note)"
