@@ -90,7 +90,14 @@ class EngineImpl final : public Engine {
   void Admit(Intake intake);
   // Runs one scheduled step; returns its duration in seconds.
   double RunStep();
-  void HandleSample(int64_t seq_id, std::span<const float> logits);
+  // For a backend that samples on its device: each sampling chunk's RowSampling, in plan order.
+  // Their spans point into the Samplers' histories, which nothing changes before Accept.
+  std::vector<RowSampling> DeviceRows(const StepSchedule& schedule) const;
+  // OK when ForwardAndSample returned one in-vocabulary token per row, else INTERNAL.
+  absl::Status CheckSamples(size_t rows, const std::vector<RowSample>& samples) const;
+  // Appends this step's token of `seq_id`, chosen on the host or the device, and sends its event:
+  // text through the detokenizer and the stop matcher, then the stop checks.
+  void AppendChoice(int64_t seq_id, Sampler::Choice choice);
   // Ends a request: releases its blocks, frees its id and sends `event` (finished) to its sink.
   void Finish(int64_t seq_id, TokenEvent event, FinishReason reason);
   void PublishStats(double step_seconds);
@@ -299,11 +306,18 @@ double EngineImpl::RunStep() {
                    .block_table = kv_->BlockTable(c.seq_id),
                    .logits = c.samples ? LogitsMode::kLast : LogitsMode::kNone});
   }
+  // A backend that samples on its device returns the tokens, others the rows for the Samplers.
+  const bool on_device = backend_->samples_on_device();
+  const std::vector<RowSampling> rows =
+      on_device ? DeviceRows(schedule) : std::vector<RowSampling>();
   Logits logits;
+  std::vector<RowSample> samples;
   StepInfo step;
   const double forward_start = clock_.Now();
-  absl::Status status = backend_->Forward(plan, &logits);
+  absl::Status status = on_device ? backend_->ForwardAndSample(plan, rows, &samples)
+                                  : backend_->Forward(plan, &logits);
   step.forward_seconds = clock_.Now() - forward_start;
+  if (status.ok() && on_device) status = CheckSamples(rows.size(), samples);
   if (!status.ok()) {
     for (const ScheduledChunk& c : schedule.chunks) {
       TokenEvent event;
@@ -320,7 +334,12 @@ double EngineImpl::RunStep() {
       prompt_tokens_processed_ += std::max(0, std::min(c.start + c.num_tokens, prompt) - c.start);
       step.num_tokens += c.num_tokens;
       if (c.start < prompt) ++step.num_prefill_sequences;
-      if (c.samples) HandleSample(c.seq_id, logits.Row(row++));
+      if (!c.samples) continue;
+      Sampler::Choice choice = on_device
+                                   ? a.sampler.Accept(std::move(samples[row]))
+                                   : a.sampler.Sample(logits.Row(row), a.request.top_logprobs);
+      ++row;
+      AppendChoice(c.seq_id, std::move(choice));
     }
   }
   ++steps_;
@@ -333,13 +352,36 @@ double EngineImpl::RunStep() {
   return seconds;
 }
 
-void EngineImpl::HandleSample(int64_t seq_id, std::span<const float> logits) {
+std::vector<RowSampling> EngineImpl::DeviceRows(const StepSchedule& schedule) const {
+  std::vector<RowSampling> rows;
+  for (const ScheduledChunk& c : schedule.chunks) {
+    if (!c.samples) continue;
+    const ActiveRequest& a = *active_.at(c.seq_id);
+    rows.push_back(a.sampler.DeviceRow(a.request.top_logprobs));
+  }
+  return rows;
+}
+
+absl::Status EngineImpl::CheckSamples(size_t rows, const std::vector<RowSample>& samples) const {
+  if (samples.size() != rows) {
+    return absl::InternalError(
+        absl::StrCat("the backend sampled ", samples.size(), " rows of ", rows));
+  }
+  for (const RowSample& sample : samples) {
+    if (sample.token_id < 0 || sample.token_id >= config_.vocab_size) {
+      return absl::InternalError(
+          absl::StrCat("the backend sampled token ", sample.token_id, " outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void EngineImpl::AppendChoice(int64_t seq_id, Sampler::Choice choice) {
   ActiveRequest& a = *active_.at(seq_id);
   if (a.completion_tokens == 0) {
     cached_prompt_tokens_ += scheduler_.CachedPromptTokens(seq_id);
     a.first_token_at = clock_.Now();
   }
-  const Sampler::Choice choice = a.sampler.Sample(logits, a.request.top_logprobs);
   const int32_t token = choice.token_id;
   scheduler_.AppendToken(seq_id, token);
   ++a.completion_tokens;
@@ -348,7 +390,7 @@ void EngineImpl::HandleSample(int64_t seq_id, std::span<const float> logits) {
   TokenEvent event;
   event.token_ids.push_back(token);
   event.logprobs.push_back(choice.logprob);
-  if (a.request.top_logprobs > 0) event.top_logprobs.push_back(choice.top);
+  if (a.request.top_logprobs > 0) event.top_logprobs.push_back(std::move(choice.top));
 
   StopStringMatcher::Result text = a.stop_matcher.Push(a.detokenizer.Push(token));
   event.text = std::move(text.text);

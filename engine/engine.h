@@ -5,7 +5,10 @@
 // pool and all sequence state (../shared/DESIGN.md). Each step the loop takes new requests and
 // cancellations from its intake queue, asks the scheduler for a BatchPlan (decodes first, then
 // chunks of waiting prompts within a token budget), runs Backend::Forward once for all of them,
-// samples, detokenizes, matches stops and pushes TokenEvents into each request's sink.
+// samples, detokenizes, matches stops and pushes TokenEvents into each request's sink. A backend
+// that samples on its device gets each row's sampling instead (Backend::ForwardAndSample,
+// row_sampling.h) and returns the tokens; each request's Sampler still owns its random stream and
+// penalty history, so both paths choose the same tokens up to the device's float rounding.
 //
 // Thread-safety: every public method may be called from any thread.
 #ifndef VG_ENGINE_ENGINE_H_

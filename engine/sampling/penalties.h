@@ -11,6 +11,9 @@
 // to its distinct tokens, not to the vocabulary. Ids outside the row (negative or >= its size) are
 // ignored, as transformers drops ids beyond the logits' vocabulary.
 //
+// ApplyPenalties is the same arithmetic over a history given as spans (a RowSampling's, for the
+// CPU reference of on-device sampling, row_sampler.h).
+//
 // Thread-safety: used by one thread at a time (it belongs to one request's Sampler).
 #ifndef VG_ENGINE_SAMPLING_PENALTIES_H_
 #define VG_ENGINE_SAMPLING_PENALTIES_H_
@@ -23,6 +26,17 @@
 #include "engine/sampling/sampling_params.h"
 
 namespace vg::engine {
+
+// True when `params` switch on any penalty: repetition_penalty != 1, presence_penalty != 0 or
+// frequency_penalty != 0.
+bool AnyPenalty(const SamplingParams& params);
+
+// Applies the penalties of `params` in place, repetition first, for the history
+// `repetition_ids` (distinct ids of prompt and output) and `output_counts` ((id, count) of the
+// output). Ids outside the row are ignored; -inf stays -inf.
+void ApplyPenalties(const SamplingParams& params, std::span<const int32_t> repetition_ids,
+                    std::span<const std::pair<int32_t, int32_t>> output_counts,
+                    std::span<float> logits);
 
 class Penalties {
  public:
@@ -40,10 +54,14 @@ class Penalties {
   // Applies the penalties in place, repetition first. -inf stays -inf.
   void Apply(std::span<float> logits) const;
 
+  // The history, as RowSampling carries it (row_sampling.h). Valid until the next Record.
+  // The distinct ids of prompt and output, ascending; empty when the repetition penalty is 1.
+  std::span<const int32_t> repetition_ids() const { return seen_; }
+  // (id, count) of the output, ascending by id; empty when presence and frequency are both 0.
+  std::span<const std::pair<int32_t, int32_t>> output_counts() const { return output_counts_; }
+
  private:
-  float repetition_penalty_;
-  float presence_penalty_;
-  float frequency_penalty_;
+  SamplingParams params_;  // only the three penalty fields are read
   bool active_;
   std::vector<int32_t> seen_;                               // sorted distinct ids, prompt + output
   std::vector<std::pair<int32_t, int32_t>> output_counts_;  // (id, count) sorted by id

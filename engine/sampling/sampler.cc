@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -198,16 +199,7 @@ Sampler::Choice Sampler::Sample(std::span<const float> logits, int32_t top_logpr
     if (candidates_.kept.empty()) {
       choice.token_id = ArgMax(processed);
     } else {
-      const double target = rng_.NextDouble() * candidates_.total;
-      double cumulative = 0.0;
-      choice.token_id = candidates_.kept.back().id;  // if rounding leaves target past the last bin
-      for (const Candidate& c : candidates_.kept) {
-        cumulative += c.weight;
-        if (target < cumulative) {
-          choice.token_id = c.id;
-          break;
-        }
-      }
+      choice.token_id = DrawCandidate(candidates_, rng_.NextDouble());
     }
   }
 
@@ -216,6 +208,22 @@ Sampler::Choice Sampler::Sample(std::span<const float> logits, int32_t top_logpr
   if (top_logprobs > 0) choice.top = TopLogprobsGivenLse(logits, top_logprobs, lse);
   penalties_.Record(choice.token_id);
   return choice;
+}
+
+RowSampling Sampler::DeviceRow(int32_t top_logprobs) const {
+  Rng peek = rng_;
+  return RowSampling{.params = params_,
+                     .uniform = peek.NextDouble(),
+                     .repetition_ids = penalties_.repetition_ids(),
+                     .output_counts = penalties_.output_counts(),
+                     .top_logprobs = top_logprobs};
+}
+
+Sampler::Choice Sampler::Accept(RowSample sample) {
+  if (sample.used_uniform) rng_.NextDouble();
+  penalties_.Record(sample.token_id);
+  return Choice{
+      .token_id = sample.token_id, .logprob = sample.logprob, .top = std::move(sample.top)};
 }
 
 }  // namespace vg::engine

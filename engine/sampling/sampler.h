@@ -12,6 +12,10 @@
 // The chosen token joins the penalty history. Reported log-probabilities are those of the model:
 // log_softmax of the raw row, before any processor.
 //
+// A backend that samples on its own device (row_sampling.h) gets this step's DeviceRow instead of
+// handing the row to Sample, and the token it chose comes back through Accept; row_sampler.h is
+// the CPU reference of that contract.
+//
 // Thread-safety: a Sampler is used by one thread at a time (the engine loop). Movable.
 #ifndef VG_ENGINE_SAMPLING_SAMPLER_H_
 #define VG_ENGINE_SAMPLING_SAMPLER_H_
@@ -22,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "engine/sampling/penalties.h"
+#include "engine/sampling/row_sampling.h"
 #include "engine/sampling/sampling_params.h"
 #include "engine/sampling/warpers.h"
 
@@ -64,6 +69,18 @@ class Sampler {
   // Cost: greedy without penalties is one argmax and one log-sum-exp; penalties copy the row;
   // sampling adds O(vocab) exps plus a partial sort only as deep as top-k / top-p reach.
   Choice Sample(std::span<const float> logits, int32_t top_logprobs = 0);
+
+  // This step as a device samples it (row_sampling.h): the params, the next draw of the random
+  // stream, peeked (the stream does not advance), and spans over the penalty history, which stay
+  // valid until the next Accept or Sample on this Sampler (or its move or destruction).
+  RowSampling DeviceRow(int32_t top_logprobs) const;
+
+  // Records the token a device chose from this step's DeviceRow, as Sample records its own
+  // choice: the random stream advances by one draw iff sample.used_uniform, and the token joins
+  // the penalty history. Returns the Choice Sample would have returned (moved from `sample`).
+  // Precondition: sample.token_id is in the vocabulary. The one difference from Sample: Sample
+  // records nothing for an empty row, which a backend never produces.
+  Choice Accept(RowSample sample);
 
  private:
   SamplingParams params_;

@@ -73,6 +73,9 @@ void SelectCandidates(const SamplingParams& params, std::span<const float> logit
                               [&](const Candidate& c) { return c.logit == kth; }),
                kept.end());
   }
+  // nth_element leaves the survivors in an order no device could reproduce; the draw walks the
+  // canonical one (warpers.h).
+  if (top_k > 0) std::sort(kept.begin(), kept.end(), Higher);
 
   // Temperature: softmax numerators of logit / T.
   const double temperature = params.temperature;
@@ -92,6 +95,16 @@ void SelectCandidates(const SamplingParams& params, std::span<const float> logit
   }
 
   for (const Candidate& c : kept) out->total += c.weight;
+}
+
+int32_t DrawCandidate(const Candidates& candidates, double uniform) {
+  const double target = uniform * candidates.total;
+  double cumulative = 0.0;
+  for (const Candidate& c : candidates.kept) {
+    cumulative += c.weight;
+    if (target < cumulative) return c.id;
+  }
+  return candidates.kept.back().id;
 }
 
 }  // namespace vg::engine

@@ -36,9 +36,12 @@ struct Candidate {
 };
 
 // The tokens that survive the warpers. Reused across calls so the vocabulary-sized buffer is
-// allocated once per request.
+// allocated once per request. The order of `kept` is the order a draw walks, and part of the
+// contract a device that samples must reproduce (row_sampling.h): ascending id when top_k == 0 and
+// top_p == 1; otherwise descending logit, ties by lower id. Sorting the k survivors of top-k, or
+// the prefix top-p keeps, costs little; a top_k at or beyond the vocabulary sorts all of it.
 struct Candidates {
-  std::vector<Candidate> kept;  // order unspecified but deterministic
+  std::vector<Candidate> kept;  // in the order above
   double total = 0.0;           // sum of the kept weights
 };
 
@@ -46,6 +49,11 @@ struct Candidates {
 // `params` passed ValidateSamplingParams and params.temperature > 0. NaN logits count as -inf;
 // -inf logits never survive. `kept` is empty only when no logit is finite.
 void SelectCandidates(const SamplingParams& params, std::span<const float> logits, Candidates* out);
+
+// The inverse-CDF draw: the first of `candidates.kept`, in their order, whose cumulative weight
+// exceeds uniform * total (the last one if rounding leaves the target past the end). Precondition:
+// `kept` is non-empty and 0 <= uniform < 1.
+int32_t DrawCandidate(const Candidates& candidates, double uniform);
 
 }  // namespace vg::engine
 

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/sampling/row_sampler.h"
 
 namespace vg::engine::testing {
 
@@ -91,6 +92,30 @@ absl::Status FakeBackend::Forward(const BatchPlan& plan, Logits* logits) {
       logits->row_entry.push_back(static_cast<int32_t>(index));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceSamplingFakeBackend::ForwardAndSample(const BatchPlan& plan,
+                                                         std::span<const RowSampling> rows,
+                                                         std::vector<RowSample>* samples) {
+  ++forward_and_sample_calls;
+  size_t last_rows = 0;
+  for (const BatchEntry& e : plan.entries) {
+    if (e.logits == LogitsMode::kAll) return absl::InvalidArgumentError("kAll entry");
+    if (e.logits == LogitsMode::kLast) ++last_rows;
+  }
+  if (rows.size() != last_rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(rows.size(), " row samplings for ", last_rows, " kLast entries"));
+  }
+  Logits logits;
+  if (absl::Status s = Forward(plan, &logits); !s.ok()) return s;
+  samples->clear();
+  for (size_t r = 0; r < rows.size(); ++r) {
+    samples->push_back(SampleRow(logits.Row(static_cast<int64_t>(r)), rows[r]));
+    samples->back().token_id += token_offset;
+  }
+  sampled_rows += static_cast<int64_t>(rows.size());
   return absl::OkStatus();
 }
 

@@ -1,4 +1,5 @@
-// Test helpers for the engine: a sink that collects a request's events and a fake backend.
+// Test helpers for the engine: a sink that collects a request's events, a fake backend and its
+// variant that samples "on its device".
 #ifndef VG_TESTS_ENGINE_ENGINE_TEST_SINKS_H_
 #define VG_TESTS_ENGINE_ENGINE_TEST_SINKS_H_
 
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,23 @@ class FakeBackend : public Backend {
   int32_t block_size_;
   int64_t vocab_size_;
   std::vector<int32_t> slots_;
+};
+
+// A FakeBackend that samples on its "device" (Backend::ForwardAndSample): Forward, then the CPU
+// reference of the contract (engine/sampling/row_sampler.h) on each row. `fail` fails
+// ForwardAndSample as it fails Forward. Checks what backend.h asks of the engine: only kNone and
+// kLast entries, one RowSampling per kLast entry (INVALID_ARGUMENT otherwise).
+class DeviceSamplingFakeBackend : public FakeBackend {
+ public:
+  using FakeBackend::FakeBackend;
+
+  bool samples_on_device() const override { return true; }
+  absl::Status ForwardAndSample(const BatchPlan& plan, std::span<const RowSampling> rows,
+                                std::vector<RowSample>* samples) override;
+
+  std::atomic<int64_t> forward_and_sample_calls{0};
+  std::atomic<int64_t> sampled_rows{0};
+  std::atomic<int32_t> token_offset{0};  // added to every sampled token (a broken device)
 };
 
 // A clock that moves only when told to.
