@@ -207,11 +207,24 @@ void CheckBatch(const std::vector<RowCase>& cases) {
   DeviceBuffer<int32_t> d_count_values(count_values);
   DeviceBuffer<char> d_scratch(scratch_bytes);
   DeviceBuffer<DeviceSample> d_out(static_cast<size_t>(rows));  // poisoned
+  const bool any_row_sorts = std::any_of(params.begin(), params.end(), NeedsSort);
   CUDA_OK(SampleRows(d_logits.get(), rows, vocab, d_params.get(), d_repetition.get(),
                      d_count_ids.get(), d_count_values.get(), d_scratch.get(), scratch_bytes,
-                     d_out.get(), nullptr));
+                     any_row_sorts, d_out.get(), nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   const std::vector<DeviceSample> out = d_out.Download();
+  if (!any_row_sorts) {  // skipping the sort changes nothing for rows that do not need it
+    DeviceBuffer<DeviceSample> d_sorted(static_cast<size_t>(rows));
+    CUDA_OK(SampleRows(d_logits.get(), rows, vocab, d_params.get(), d_repetition.get(),
+                       d_count_ids.get(), d_count_values.get(), d_scratch.get(), scratch_bytes,
+                       /*any_row_sorts=*/true, d_sorted.get(), nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<DeviceSample> sorted = d_sorted.Download();
+    for (int r = 0; r < rows; ++r) {
+      EXPECT_EQ(sorted[r].token_id, out[r].token_id) << "row " << r;
+      EXPECT_EQ(sorted[r].used_uniform, out[r].used_uniform) << "row " << r;
+    }
+  }
 
   for (int r = 0; r < rows; ++r) {
     const RowCase& c = cases[r];
@@ -362,6 +375,20 @@ TEST_F(SamplingKernelsTest, MatchesCpuSamplerVocab97) { CheckBatch(Cases(97, 1))
 TEST_F(SamplingKernelsTest, MatchesCpuSamplerVocab1000) { CheckBatch(Cases(1000, 2)); }
 TEST_F(SamplingKernelsTest, MatchesCpuSamplerVocab256000) { CheckBatch(Cases(256000, 3)); }
 
+// Batches in which no row needs the sort (greedy, penalties, temperature and min-p only): the
+// sort's launches are skipped, and CheckBatch also compares with a run that sorts anyway.
+TEST_F(SamplingKernelsTest, BatchesWithoutSortedRowsMatchCpu) {
+  for (const int vocab : {97, 256000}) {
+    std::vector<RowCase> unsorted;
+    for (RowCase& c : Cases(vocab, 4)) {
+      if (c.params.temperature > 0.0f && (c.params.top_k > 0 || c.params.top_p < 1.0f)) continue;
+      unsorted.push_back(std::move(c));
+    }
+    ASSERT_GE(unsorted.size(), 4u);
+    CheckBatch(unsorted);
+  }
+}
+
 // Many draws of one row at several uniforms: the inverse CDF walks every bin, not one.
 TEST_F(SamplingKernelsTest, ManyUniformsMatchCpu) {
   std::mt19937 rng(4);
@@ -386,16 +413,16 @@ TEST_F(SamplingKernelsTest, RejectsBadSizesAndSmallScratch) {
   EXPECT_EQ(SampleRowsScratchBytes(2, 0, &bytes), cudaErrorInvalidValue);
   EXPECT_EQ(SampleRowsScratchBytes(-1, 10, &bytes), cudaErrorInvalidValue);
   EXPECT_EQ(SampleRowsScratchBytes(1 << 16, 1 << 16, &bytes), cudaErrorInvalidValue);
-  EXPECT_EQ(
-      SampleRows(nullptr, 0, 10, nullptr, nullptr, nullptr, nullptr, nullptr, 0, nullptr, nullptr),
-      cudaSuccess);
+  EXPECT_EQ(SampleRows(nullptr, 0, 10, nullptr, nullptr, nullptr, nullptr, nullptr, 0, true,
+                       nullptr, nullptr),
+            cudaSuccess);
   CUDA_OK(SampleRowsScratchBytes(2, 10, &bytes));
   DeviceBuffer<float> logits(20);
   DeviceBuffer<DeviceSamplingRow> params(2);
   DeviceBuffer<char> scratch(bytes);
   DeviceBuffer<DeviceSample> out(2);
   EXPECT_EQ(SampleRows(logits.get(), 2, 10, params.get(), nullptr, nullptr, nullptr, scratch.get(),
-                       bytes - 1, out.get(), nullptr),
+                       bytes - 1, true, out.get(), nullptr),
             cudaErrorInvalidValue);
 }
 

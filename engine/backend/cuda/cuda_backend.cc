@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/plan_validation.h"
+#include "engine/backend/cuda/device_sampler.h"
 #include "engine/backend/cuda/device_weights.h"
 #include "engine/backend/cuda/kernels/gemm.h"
 #include "engine/backend/cuda/kernels/kernels.h"
@@ -152,11 +153,16 @@ class CudaBackend::Impl {
         return s;
       }
       if (options.cuda_graphs && options.max_num_seqs > 0) max_graph_rows_ = rows;
+      if (absl::Status s = sampler_.ReserveScratch(static_cast<int>(c.vocab_size)); !s.ok()) {
+        return s;
+      }
     }
     return AllocateKvPool(c, options);
   }
 
   absl::Status Forward(const BatchPlan& plan, Logits* logits);
+  absl::Status ForwardAndSample(const BatchPlan& plan, std::span<const RowSampling> rows,
+                                std::vector<RowSample>* samples);
 
   int32_t num_blocks_ = 0;
   int32_t block_size_ = 0;
@@ -404,6 +410,8 @@ class CudaBackend::Impl {
   absl::StatusOr<int> RunModel(const BatchPlan& plan, std::vector<int32_t>* row_entry);
   absl::StatusOr<int> RunDecodeGraph(const BatchPlan& plan, int bucket,
                                      std::vector<int32_t>* row_entry);
+  // Validates the plan as the CPU backend does and makes the backend's device current.
+  absl::Status BeginStep(const BatchPlan& plan);
 
   ModelConfig config_;
   int device_index_ = 0;
@@ -418,6 +426,7 @@ class CudaBackend::Impl {
   int max_graph_rows_ = 0;    // largest decode batch replayed from a graph; 0 = no graphs
   int graph_max_blocks_ = 1;  // block-table width of graph steps: the model's whole context
   std::map<int, DecodeGraph> graphs_;  // by bucket
+  cuda::DeviceSampler sampler_;
 
   // Activations, sized for the largest step so far (grown on demand).
   DeviceBytes hidden_;     // float32 [t][hidden]: the residual stream
@@ -644,7 +653,7 @@ absl::StatusOr<int> CudaBackend::Impl::RunModel(const BatchPlan& plan,
   return rows;
 }
 
-absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
+absl::Status CudaBackend::Impl::BeginStep(const BatchPlan& plan) {
   cpu::PlanLimits limits;
   limits.vocab_size = config_.vocab_size;
   limits.max_positions = config_.max_position_embeddings;
@@ -656,6 +665,11 @@ absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
   if (cudaError_t error = cudaSetDevice(device_index_); error != cudaSuccess) {
     return StepError(error, "cudaSetDevice");
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
+  if (absl::Status s = BeginStep(plan); !s.ok()) return s;
   logits->vocab_size = vocab_size_;
   logits->values.clear();
   logits->row_entry.clear();
@@ -686,6 +700,42 @@ absl::Status CudaBackend::Impl::Forward(const BatchPlan& plan, Logits* logits) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::Impl::ForwardAndSample(const BatchPlan& plan,
+                                                 std::span<const RowSampling> rows,
+                                                 std::vector<RowSample>* samples) {
+  samples->clear();
+  size_t last = 0;
+  for (const BatchEntry& entry : plan.entries) {
+    if (entry.logits == LogitsMode::kAll) {
+      return absl::InvalidArgumentError(
+          "ForwardAndSample: an entry asks for the logits of every token (kAll); use Forward");
+    }
+    if (entry.logits == LogitsMode::kLast) ++last;
+  }
+  if (last != rows.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardAndSample: ", rows.size(),
+                                                   " sampling rows for ", last, " logits rows"));
+  }
+  if (absl::Status s = BeginStep(plan); !s.ok()) return s;
+  if (plan.entries.empty()) return absl::OkStatus();
+  std::vector<int32_t> row_entry;
+  absl::StatusOr<int> logit_rows = RunModel(plan, &row_entry);
+  if (!logit_rows.ok()) return logit_rows.status();
+  if (*logit_rows > 0) {
+    if (absl::Status s = sampler_.Enqueue(static_cast<const float*>(logits_.ptr),
+                                          static_cast<int>(vocab_size_), rows, stream_);
+        !s.ok()) {
+      cudaStreamSynchronize(stream_);
+      return s;
+    }
+  }
+  if (cudaError_t error = cudaStreamSynchronize(stream_); error != cudaSuccess) {
+    return StepError(error, "the step (reported at cudaStreamSynchronize)");
+  }
+  if (*logit_rows > 0) sampler_.Collect(samples);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     const Checkpoint& checkpoint, const CudaBackendOptions& options) {
   if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be positive");
@@ -709,6 +759,10 @@ CudaBackend::~CudaBackend() = default;
 
 absl::Status CudaBackend::Forward(const BatchPlan& plan, Logits* logits) {
   return impl_->Forward(plan, logits);
+}
+absl::Status CudaBackend::ForwardAndSample(const BatchPlan& plan, std::span<const RowSampling> rows,
+                                           std::vector<RowSample>* samples) {
+  return impl_->ForwardAndSample(plan, rows, samples);
 }
 int32_t CudaBackend::num_blocks() const { return impl_->num_blocks_; }
 int32_t CudaBackend::block_size() const { return impl_->block_size_; }

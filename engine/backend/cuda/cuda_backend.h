@@ -9,7 +9,8 @@
 // (BF16 operands, float32 accumulation and activations; where it rounds differently from the CPU
 // backend is written at CudaBackend::Impl in the .cc): the step's ids, positions, KV slots and
 // block tables go up in one copy from pinned host memory, the logits of the rows the plan asks
-// for come down, and the host waits once per step. Activation buffers are sized for the largest
+// for come down (or, with ForwardAndSample, only the tokens sampled on the device), and the host
+// waits once per step. Activation buffers are sized for the largest
 // step so far and grow on demand (RESOURCE_EXHAUSTED when the device has no room left). The plan
 // is validated as the CPU backend validates it (cpu/plan_validation.h: INVALID_ARGUMENT, the
 // cache untouched); a CUDA or cuBLASLt failure is INTERNAL naming the step. Sliding-window layers
@@ -41,6 +42,10 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   absl::Status Forward(const BatchPlan& plan, Logits* logits) override;
+  // Samples on the device (device_sampler.h): only tokens and log-probabilities come back.
+  bool samples_on_device() const override { return true; }
+  absl::Status ForwardAndSample(const BatchPlan& plan, std::span<const RowSampling> rows,
+                                std::vector<RowSample>* samples) override;
   int32_t num_blocks() const override;
   int32_t block_size() const override;
   int64_t vocab_size() const override;

@@ -164,7 +164,8 @@ __device__ __forceinline__ float LogProbGivenLse(float value, double lse) {
 __device__ __forceinline__ bool PenaltiesActive(const DeviceSamplingRow& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
-__device__ __forceinline__ bool NeedsSort(const DeviceSamplingRow& p) {
+// The device twin of sampling.h's NeedsSort (keep the two equal).
+__device__ __forceinline__ bool RowSorts(const DeviceSamplingRow& p) {
   return p.temperature > 0.0f && (p.top_k > 0 || p.top_p < 1.0f);
 }
 
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (threadIdx.x == 0) out[row].top_count = top;
 
-  const bool sorted = NeedsSort(p);
+  const bool sorted = RowSorts(p);
   if (PenaltiesActive(p) || sorted) {
     float* row_keys = keys + base;
     for (int i = threadIdx.x; i < vocab; i += kThreads) {
@@ -399,7 +400,7 @@ __global__ void __launch_bounds__(kThreads)
   int token;
   if (!(p.temperature > 0.0f)) {
     token = ArgMaxRow(values, vocab, s);
-  } else if (NeedsSort(p)) {
+  } else if (RowSorts(p)) {
     token = DrawSorted(sorted_keys + base, sorted_ids + base, vocab, p, &used, s);
   } else {
     token = DrawInIdOrder(values, vocab, p, &used, s);
@@ -465,7 +466,7 @@ cudaError_t SampleRowsScratchBytes(int rows, int vocab, size_t* bytes) {
 cudaError_t SampleRows(const float* logits, int rows, int vocab, const DeviceSamplingRow* params,
                        const int32_t* repetition_ids, const int32_t* count_ids,
                        const int32_t* count_values, void* scratch, size_t scratch_bytes,
-                       DeviceSample* out, cudaStream_t stream) {
+                       bool any_row_sorts, DeviceSample* out, cudaStream_t stream) {
   if (rows < 0 || vocab <= 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   if (logits == nullptr || params == nullptr || scratch == nullptr || out == nullptr) {
@@ -495,11 +496,13 @@ cudaError_t SampleRows(const float* logits, int rows, int vocab, const DeviceSam
   // the one holding the result, decided on the host from the number of passes.
   cub::DoubleBuffer<float> keys(keys0, keys1);
   cub::DoubleBuffer<int32_t> ids(ids0, ids1);
-  size_t cub_bytes = layout.cub_bytes;
-  err = cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      base + layout.cub, cub_bytes, keys, ids, rows * vocab, rows, segment_begin, segment_end, 0,
-      static_cast<int>(sizeof(float) * 8), stream);
-  if (err != cudaSuccess) return err;
+  if (any_row_sorts) {  // else every segment is empty and the sort would only cost launches
+    size_t cub_bytes = layout.cub_bytes;
+    err = cub::DeviceSegmentedRadixSort::SortPairsDescending(
+        base + layout.cub, cub_bytes, keys, ids, rows * vocab, rows, segment_begin, segment_end, 0,
+        static_cast<int>(sizeof(float) * 8), stream);
+    if (err != cudaSuccess) return err;
+  }
 
   SelectTokensKernel<<<rows, kThreads, 0, stream>>>(logits, vocab, params, row_lse, keys0,
                                                     keys.Current(), ids.Current(), out);

@@ -96,10 +96,18 @@ cudaError_t SampleRowsScratchBytes(int rows, int vocab, size_t* bytes);
 //   * no finite penalized logit: token 0, used_uniform = 0.
 // Returns the first launch or CUB error, or cudaErrorInvalidValue for bad sizes, a null pointer
 // or a scratch smaller than needed. rows == 0 enqueues nothing and returns cudaSuccess.
+// any_row_sorts: false skips the sort's launches (a greedy or pure-temperature batch); it must
+// be true when some row has temperature > 0 and (top_k > 0 or top_p < 1), the rows that need the
+// sort (NeedsSort).
 cudaError_t SampleRows(const float* logits, int rows, int vocab, const DeviceSamplingRow* params,
                        const int32_t* repetition_ids, const int32_t* count_ids,
                        const int32_t* count_values, void* scratch, size_t scratch_bytes,
-                       DeviceSample* out, cudaStream_t stream);
+                       bool any_row_sorts, DeviceSample* out, cudaStream_t stream);
+
+// Whether SampleRows sorts this row (host function).
+inline bool NeedsSort(const DeviceSamplingRow& row) {
+  return row.temperature > 0.0f && (row.top_k > 0 || row.top_p < 1.0f);
+}
 
 }  // namespace vg::engine::cuda
 
