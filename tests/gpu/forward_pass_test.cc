@@ -309,6 +309,54 @@ TEST_P(CudaForwardPassTest, DeterministicLogitsDoNotDependOnTheBatch) {
   }
 }
 
+// ForwardAndSample, greedy: the device's token is the first argmax of the logits Forward returns
+// for the same step (rerunning a step writes the same K/V), its log-probability is the row's
+// log_softmax there, and the top log-probabilities are the row's best entries. Plans with kAll
+// rows, or with a row count that does not match, are INVALID_ARGUMENT.
+TEST_P(CudaForwardPassTest, GreedySamplingOnTheDeviceMatchesForwardsLogits) {
+  const std::vector<int32_t> table_a = {3, 4, 5}, table_b = {6, 7, 8};
+  const std::vector<int32_t> prompt_a = RandomTokens(7, 9), prompt_b = RandomTokens(5, 10);
+  BatchPlan prefill;
+  prefill.entries.push_back(Entry(1, prompt_a, 0, table_a, LogitsMode::kLast));
+  prefill.entries.push_back(Entry(2, prompt_b, 0, table_b, LogitsMode::kNone));
+  BatchPlan decode;  // B's last prompt token as a decode step beside A's next token
+  const std::vector<int32_t> next_a = RandomTokens(1, 11), last_b = RandomTokens(1, 12);
+  decode.entries.push_back(Entry(1, next_a, 7, table_a, LogitsMode::kLast));
+  decode.entries.push_back(Entry(2, last_b, 5, table_b, LogitsMode::kLast));
+  for (const BatchPlan* plan : {&prefill, &decode}) {
+    Logits logits;
+    ASSERT_TRUE(gpu_->Forward(*plan, &logits).ok());
+    std::vector<RowSampling> rows(logits.rows());
+    for (size_t r = 0; r < rows.size(); ++r) rows[r].top_logprobs = 3;
+    std::vector<RowSample> samples(2);  // replaced
+    const absl::Status status = gpu_->ForwardAndSample(*plan, rows, &samples);
+    ASSERT_TRUE(status.ok()) << status;
+    ASSERT_EQ(samples.size(), rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const std::span<const float> row = logits.Row(static_cast<int64_t>(r));
+      double lse = 0;
+      const float max = *std::max_element(row.begin(), row.end());
+      for (float x : row) lse += std::exp(static_cast<double>(x) - max);
+      lse = max + std::log(lse);
+      EXPECT_EQ(samples[r].token_id, ArgMax(row)) << Fixture() << ": row " << r;
+      EXPECT_NEAR(samples[r].logprob, row[samples[r].token_id] - lse, 1e-4);
+      EXPECT_FALSE(samples[r].used_uniform);
+      ASSERT_EQ(samples[r].top.size(), 3u);
+      EXPECT_EQ(samples[r].top[0].token_id, samples[r].token_id);
+      for (const TopLogprob& top : samples[r].top) {
+        EXPECT_NEAR(top.logprob, row[top.token_id] - lse, 1e-4);
+      }
+    }
+  }
+  std::vector<RowSample> samples;
+  BatchPlan all;
+  all.entries.push_back(Entry(1, prompt_a, 0, table_a, LogitsMode::kAll));
+  EXPECT_EQ(gpu_->ForwardAndSample(all, std::vector<RowSampling>(7), &samples).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->ForwardAndSample(decode, std::vector<RowSampling>(1), &samples).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_P(CudaForwardPassTest, EmptyPlanGivesNoRows) {
   Logits logits;
   logits.values.assign(5, 1.f);

@@ -114,6 +114,12 @@ run() {
     timeout 300 "$stage/build/bench/batch_benchmark" --model "$model" --device cuda \
       --streams 1,64,256 --prompt-len 512 --new-tokens 64 >"$out/engine_bench.txt" 2>&1
     rows+=("engine batch_benchmark rc $?: $(grep -E '^ *(streams|[0-9]+ ) ' "$out/engine_bench.txt" | tr -s ' ' | paste -sd ';' | cut -c1-400)")
+    # The same without CUDA graphs, and in deterministic mode: what each costs or saves.
+    for mode in enforce-eager deterministic; do
+      timeout 200 "$stage/build/bench/batch_benchmark" --model "$model" --device cuda \
+        --streams 1,64 --prompt-len 512 --new-tokens 64 "--$mode" >"$out/engine_bench_$mode.txt" 2>&1
+      rows+=("engine batch_benchmark --$mode rc $?: $(grep -E '^ *(streams|[0-9]+ ) ' "$out/engine_bench_$mode.txt" | tr -s ' ' | paste -sd ';' | cut -c1-300)")
+    done
     # The rooflines: the device's copy bandwidth measured now (bytes read + written), the BF16
     # weights read once per step, and each stream's K and V (BF16) read once per step.
     rows+=("$(python3 - "$model" "$out/engine_bench.txt" <<'PY' 2>&1

@@ -74,14 +74,22 @@ class StepRecorder : public engine::StepObserver {
 };
 
 int Run(int argc, char** argv) {
-  static constexpr engine::FlagSpec kFlags[] = {
-      {"model"},   {"streams"},        {"prompt-len"}, {"new-tokens"},
-      {"threads"}, {"kv-cache-dtype"}, {"device"},     {"gpu-memory-utilization"}};
+  static constexpr engine::FlagSpec kFlags[] = {{"model"},
+                                                {"streams"},
+                                                {"prompt-len"},
+                                                {"new-tokens"},
+                                                {"threads"},
+                                                {"kv-cache-dtype"},
+                                                {"device"},
+                                                {"gpu-memory-utilization"},
+                                                {"enforce-eager", false},
+                                                {"deterministic", false}};
   auto cl = engine::CommandLine::Parse(argc, argv, kFlags);
   if (!cl.ok() || !cl->Has("model")) {
     std::cerr << "usage: batch_benchmark --model DIR [--streams 1,4,8,16] [--prompt-len N] "
                  "[--new-tokens N] [--threads N] [--kv-cache-dtype float32|bfloat16] "
-                 "[--device cpu|cuda|cuda:N] [--gpu-memory-utilization F]\n";
+                 "[--device cpu|cuda|cuda:N] [--gpu-memory-utilization F] [--enforce-eager] "
+                 "[--deterministic]\n";
     return 2;
   }
   const std::string device = cl->GetString("device").value_or("cpu");
