@@ -1,20 +1,23 @@
 // CudaBackend: the VaultGemma backend on one CUDA device, inside libvaultgemma_cuda.so (issue 7).
 //
 // Create selects the device, creates the cuBLASLt handle and a stream, uploads every weight as
-// BF16 (F32/F16 checkpoints are converted on the host; tiled matrices are refused: open the
-// checkpoint row-major), and allocates a paged KV pool (K and V in BF16, per layer) taking
-// `gpu_memory_utilization` of the device memory free after the weights.
+// BF16 with q/k/v and gate/up fused (device_weights.h; tiled matrices are refused: open the
+// checkpoint row-major), reserves the activations of the largest step (options.max_step_tokens,
+// max_num_seqs) and the sampling scratch, and then allocates a paged KV pool (K and V in BF16,
+// per layer) taking `gpu_memory_utilization` of the device memory still free.
 //
 // Forward runs the whole model on one stream with the kernels of kernels/ and cuBLASLt GEMMs
 // (BF16 operands, float32 accumulation and activations; where it rounds differently from the CPU
 // backend is written at CudaBackend::Impl in the .cc): the step's ids, positions, KV slots and
 // block tables go up in one copy from pinned host memory, the logits of the rows the plan asks
 // for come down (or, with ForwardAndSample, only the tokens sampled on the device), and the host
-// waits once per step. Activation buffers are sized for the largest
-// step so far and grow on demand (RESOURCE_EXHAUSTED when the device has no room left). The plan
-// is validated as the CPU backend validates it (cpu/plan_validation.h: INVALID_ARGUMENT, the
-// cache untouched); a CUDA or cuBLASLt failure is INTERNAL naming the step. Sliding-window layers
-// and attention biases are supported (the test fixtures use both).
+// waits once per step. A decode step (every entry one token with logits) of up to max_num_seqs
+// sequences replays a CUDA graph captured for its batch-size bucket, padded with rows that write
+// nothing; other steps run eagerly. A step larger than the reservation grows the buffers (and
+// drops the captured graphs; RESOURCE_EXHAUSTED when the device has no room left). The plan is
+// validated as the CPU backend validates it (cpu/plan_validation.h: INVALID_ARGUMENT, the cache
+// untouched); a CUDA or cuBLASLt failure is INTERNAL naming the step. Sliding-window layers and
+// attention biases are supported (the test fixtures use both).
 //
 // Thread-safety: not thread-safe; one caller (the engine loop), like every Backend.
 #ifndef VG_ENGINE_BACKEND_CUDA_CUDA_BACKEND_H_
