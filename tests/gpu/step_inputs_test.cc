@@ -1,6 +1,8 @@
 // The CUDA forward pass's host-side step packing (engine/backend/cuda/step_inputs.h): runs in
 // every build, no GPU needed. Checks every array for a plan mixing a prefill chunk (kAll), a
-// chunk without logits (kNone) and decodes (kLast) over shuffled block tables, and the empty plan.
+// chunk without logits (kNone) and decodes (kLast) over shuffled block tables, and the empty plan;
+// how rows split between prefill tiles (chunks of >= 2 tokens, kStepTileRows rows at most) and
+// the decode-row list, also for chunks of 16, 17 and 35 tokens; and a padded decode layout.
 #include "engine/backend/cuda/step_inputs.h"
 
 #include <cstdint>
@@ -52,12 +54,16 @@ TEST(StepInputsTest, PacksEveryArray) {
   EXPECT_EQ(l.num_entries, 4);
   EXPECT_EQ(l.max_blocks_per_seq, 3);  // positions up to 10 need 3 blocks of 4
   EXPECT_EQ(l.max_context_len, 11);
+  EXPECT_EQ(l.num_tiles, 2);  // chunk b, chunk c
+  EXPECT_EQ(l.num_decode_rows, 2);
   for (size_t offset : {l.slots, l.tokens, l.positions, l.query_seq, l.context_lens, l.selected,
-                        l.block_tables, l.bytes}) {
+                        l.block_tables, l.tiles, l.decode_rows, l.bytes}) {
     EXPECT_EQ(offset % 16, 0u);
   }
   EXPECT_GE(l.tokens, l.slots + 7 * sizeof(int64_t));
-  EXPECT_GE(l.bytes, l.block_tables + 4 * 3 * sizeof(int32_t));
+  EXPECT_GE(l.tiles, l.block_tables + 4 * 3 * sizeof(int32_t));
+  EXPECT_GE(l.decode_rows, l.tiles + 2 * 2 * sizeof(int32_t));
+  EXPECT_GE(l.bytes, l.decode_rows + 2 * sizeof(int32_t));
 
   std::vector<std::byte> buffer(l.bytes, std::byte{0xAB});
   std::vector<int32_t> row_entry = {42};  // appended to
@@ -78,6 +84,49 @@ TEST(StepInputsTest, PacksEveryArray) {
                                                                              3, 8, 0,  //
                                                                              6, 0, 0,  //
                                                                              1, 4, 0}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.tiles, 4), (std::vector<int32_t>{1, 3, 4, 2}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.decode_rows, 2), (std::vector<int32_t>{0, 6}));
+}
+
+// Chunks longer than a tile split into full tiles and a remainder, in row order; a chunk of
+// exactly kStepTileRows is one tile; decodes between chunks stay in the decode list.
+TEST(StepInputsTest, SplitsLongChunksIntoTiles) {
+  constexpr int32_t kBlock = 16;
+  ASSERT_EQ(kStepTileRows, 16);
+  std::vector<int32_t> table(8);
+  for (int32_t i = 0; i < 8; ++i) table[i] = 7 - i;
+  BatchPlan plan;
+  plan.entries.push_back(Entry(1, std::vector<int32_t>(35, 1), 0, table, LogitsMode::kLast));
+  plan.entries.push_back(Entry(2, {2}, 40, table, LogitsMode::kLast));
+  plan.entries.push_back(Entry(3, std::vector<int32_t>(16, 3), 20, table, LogitsMode::kNone));
+  plan.entries.push_back(Entry(4, std::vector<int32_t>(17, 4), 50, table, LogitsMode::kAll));
+  plan.entries.push_back(Entry(5, {5}, 3, table, LogitsMode::kLast));
+  const StepLayout l = LayoutStep(plan, kBlock);
+  EXPECT_EQ(l.num_tokens, 35 + 1 + 16 + 17 + 1);
+  EXPECT_EQ(l.num_tiles, 3 + 1 + 2);
+  EXPECT_EQ(l.num_decode_rows, 2);
+  std::vector<std::byte> buffer(l.bytes, std::byte{0xAB});
+  std::vector<int32_t> row_entry;
+  EXPECT_EQ(FillStep(plan, kBlock, l, buffer.data(), &row_entry), 1 + 1 + 0 + 17 + 1);
+  // Rows: entry 1 at 0..34, entry 2 at 35, entry 3 at 36..51, entry 4 at 52..68, entry 5 at 69.
+  EXPECT_EQ(Read<int32_t>(buffer, l.tiles, 12), (std::vector<int32_t>{0, 16, 16, 16, 32, 3,  //
+                                                                      36, 16,                //
+                                                                      52, 16, 68, 1}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.decode_rows, 2), (std::vector<int32_t>{35, 69}));
+  // Every row is in exactly one tile or the decode list, and a tile's rows share an entry.
+  const std::vector<int32_t> tiles = Read<int32_t>(buffer, l.tiles, 12);
+  const std::vector<int32_t> seq = Read<int32_t>(buffer, l.query_seq, l.num_tokens);
+  std::vector<int> covered(l.num_tokens, 0);
+  for (int32_t i = 0; i < l.num_tiles; ++i) {
+    EXPECT_GE(tiles[2 * i + 1], 1);
+    EXPECT_LE(tiles[2 * i + 1], kStepTileRows);
+    for (int32_t r = tiles[2 * i]; r < tiles[2 * i] + tiles[2 * i + 1]; ++r) {
+      ++covered[r];
+      EXPECT_EQ(seq[r], seq[tiles[2 * i]]);
+    }
+  }
+  for (int32_t r : Read<int32_t>(buffer, l.decode_rows, 2)) ++covered[r];
+  EXPECT_EQ(covered, std::vector<int>(l.num_tokens, 1));
 }
 
 TEST(StepInputsTest, EmptyPlanHasNoRows) {
@@ -106,7 +155,10 @@ TEST(StepInputsTest, PadsADecodeStepToItsBucket) {
   EXPECT_EQ(l.num_entries, 4);
   EXPECT_EQ(l.max_blocks_per_seq, 6);
   EXPECT_EQ(l.max_context_len, 24);
-  EXPECT_GE(l.bytes, l.block_tables + 4 * 6 * sizeof(int32_t));
+  EXPECT_EQ(l.num_tiles, 0);
+  EXPECT_EQ(l.num_decode_rows, 4);
+  EXPECT_GE(l.bytes, l.decode_rows + 4 * sizeof(int32_t));
+  EXPECT_GE(l.decode_rows, l.block_tables + 4 * 6 * sizeof(int32_t));
   std::vector<std::byte> buffer(l.bytes, std::byte{0xAB});
   std::vector<int32_t> row_entry;
   EXPECT_EQ(FillStep(plan, kBlock, l, buffer.data(), &row_entry), 2);
@@ -123,6 +175,7 @@ TEST(StepInputsTest, PadsADecodeStepToItsBucket) {
                                                                              3, 0, 0, 0, 0, 0,  //
                                                                              0, 0, 0, 0, 0, 0,  //
                                                                              0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(Read<int32_t>(buffer, l.decode_rows, 4), (std::vector<int32_t>{0, 1, 2, 3}));
 }
 
 }  // namespace

@@ -21,6 +21,10 @@
 #include "engine/backend/cuda/step_inputs.h"
 
 namespace vg::engine {
+
+static_assert(cuda::kStepTileRows == cuda::kPrefillTileRows,
+              "step_inputs tiles must match the tiled attention kernel");
+
 namespace {
 
 absl::Status CudaError(cudaError_t error, const char* what) {
@@ -121,6 +125,7 @@ class CudaBackend::Impl {
     vocab_size_ = c.vocab_size;
     block_size_ = options.block_size;
     poison_ = options.poison_buffers;
+    deterministic_ = options.deterministic;
     device_index_ = options.device_index;
     if (absl::Status s = CheckConfig(c); !s.ok()) return s;
     if (cudaError_t error = cudaSetDevice(options.device_index); error != cudaSuccess) {
@@ -182,6 +187,10 @@ class CudaBackend::Impl {
     const int32_t* context_lens = nullptr;
     const int32_t* selected = nullptr;
     const int32_t* block_tables = nullptr;
+    const int32_t* tiles = nullptr;        // the prefill tiles' [first row, rows]
+    const int32_t* decode_rows = nullptr;  // the rows PagedAttention computes
+    int num_tiles = 0;
+    int num_decode_rows = 0;
   };
   // A decode step of `layout.num_tokens` rows captured once and replayed: its own pinned and
   // device copies of the step arrays, at the addresses the graph's upload node was given.
@@ -329,6 +338,7 @@ class CudaBackend::Impl {
         {&final_proj_, {r * hidden * f32, "final projections"}},
         {&final_normed_, {r * hidden * bf16, "final normed states"}},
         {&logits_, {r * vocab * f32, "logits"}},
+        // Split-K partials for at most `tokens` decode rows; the tiled kernel needs none.
         {&scratch_,
          {static_cast<size_t>(
               cuda::PagedAttentionScratchFloats(attention_shape_, tokens, max_context)) *
@@ -378,7 +388,11 @@ class CudaBackend::Impl {
             reinterpret_cast<const int32_t*>(base + l.query_seq),
             reinterpret_cast<const int32_t*>(base + l.context_lens),
             reinterpret_cast<const int32_t*>(base + l.selected),
-            reinterpret_cast<const int32_t*>(base + l.block_tables)};
+            reinterpret_cast<const int32_t*>(base + l.block_tables),
+            reinterpret_cast<const int32_t*>(base + l.tiles),
+            reinterpret_cast<const int32_t*>(base + l.decode_rows),
+            l.num_tiles,
+            l.num_decode_rows};
   }
 
   // C[m][n] = A[m][k] W[n][k]^T into float32, plus a float32 bias when given.
@@ -416,6 +430,7 @@ class CudaBackend::Impl {
   ModelConfig config_;
   int device_index_ = 0;
   bool poison_ = false;
+  bool deterministic_ = false;  // batch-invariant GEMMs, and attention split-K for every row
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::LtGemm> gemm_;
   std::unique_ptr<cuda::DeviceWeights> weights_;
@@ -500,10 +515,28 @@ absl::Status CudaBackend::Impl::EnqueueModel(const StepArrays& a, int t, int row
                              KCache(l), VCache(l), stream_),
         name + "RoPE and KV write"));
     shape.sliding_window = layer.window;
-    VG_STEP(check(cuda::PagedAttention(shape, q, a.query_seq, a.context_lens, t, max_context,
-                                       a.block_tables, KCache(l), VCache(l),
-                                       static_cast<float*>(scratch_.ptr), attn, stream_),
-                  name + "paged attention"));
+    // Decode rows: split-K over the context; prefill chunks: tiles that read K/V once per tile.
+    // Together they write every row of attn. Deterministic mode runs every row split-K: how a
+    // prompt is cut into chunks depends on the other requests, and the two kernels sum in
+    // different orders.
+    if (deterministic_) {
+      VG_STEP(check(cuda::PagedAttention(shape, q, a.query_seq, a.context_lens, /*rows=*/nullptr, t,
+                                         max_context, a.block_tables, KCache(l), VCache(l),
+                                         static_cast<float*>(scratch_.ptr), attn, stream_),
+                    name + "paged attention"));
+    } else if (a.num_decode_rows > 0) {
+      VG_STEP(
+          check(cuda::PagedAttention(shape, q, a.query_seq, a.context_lens, a.decode_rows,
+                                     a.num_decode_rows, max_context, a.block_tables, KCache(l),
+                                     VCache(l), static_cast<float*>(scratch_.ptr), attn, stream_),
+                name + "paged attention"));
+    }
+    if (a.num_tiles > 0 && !deterministic_) {
+      VG_STEP(check(
+          cuda::TiledPrefillAttention(shape, q, a.query_seq, a.context_lens, a.tiles, a.num_tiles,
+                                      a.block_tables, KCache(l), VCache(l), attn, stream_),
+          name + "tiled prefill attention"));
+    }
     VG_STEP(check(cuda::FloatToBf16(attn, static_cast<int64_t>(t) * q_dim, attn_bf16, stream_),
                   name + "attention output to BF16"));
     VG_STEP(Gemm(attn_bf16, layer.o, layer.o_bias, proj_f, t, hidden, q_dim, name + "o_proj"));

@@ -22,8 +22,10 @@ void PlaceArrays(StepLayout& l) {
   l.context_lens = AlignUp(l.query_seq + sizeof(int32_t) * t);
   l.selected = AlignUp(l.context_lens + sizeof(int32_t) * t);
   l.block_tables = AlignUp(l.selected + sizeof(int32_t) * t);
-  l.bytes = AlignUp(l.block_tables + sizeof(int32_t) * static_cast<size_t>(l.num_entries) *
+  l.tiles = AlignUp(l.block_tables + sizeof(int32_t) * static_cast<size_t>(l.num_entries) *
                                          static_cast<size_t>(l.max_blocks_per_seq));
+  l.decode_rows = AlignUp(l.tiles + sizeof(int32_t) * 2 * static_cast<size_t>(l.num_tiles));
+  l.bytes = AlignUp(l.decode_rows + sizeof(int32_t) * static_cast<size_t>(l.num_decode_rows));
 }
 
 }  // namespace
@@ -35,6 +37,11 @@ StepLayout LayoutStep(const BatchPlan& plan, int32_t block_size) {
     const int64_t len = static_cast<int64_t>(entry.token_ids.size());
     const int64_t end = entry.start_position + len;
     tokens += len;
+    if (len >= 2) {
+      l.num_tiles += static_cast<int32_t>((len + kStepTileRows - 1) / kStepTileRows);
+    } else {
+      l.num_decode_rows += static_cast<int32_t>(len);
+    }
     l.max_blocks_per_seq = std::max<int32_t>(
         l.max_blocks_per_seq, static_cast<int32_t>((end + block_size - 1) / block_size));
     l.max_context_len = std::max<int32_t>(l.max_context_len, static_cast<int32_t>(end));
@@ -51,6 +58,7 @@ StepLayout LayoutPaddedDecode(int32_t rows, int32_t max_blocks_per_seq, int32_t 
   l.num_entries = rows;
   l.max_blocks_per_seq = std::max<int32_t>(max_blocks_per_seq, 1);
   l.max_context_len = std::max<int32_t>(max_context_len, 1);
+  l.num_decode_rows = rows;
   PlaceArrays(l);
   return l;
 }
@@ -63,6 +71,7 @@ void FillPadding(const StepLayout& layout, int32_t first_row, std::byte* dst) {
     At<int32_t>(dst, layout.query_seq)[r] = r;
     At<int32_t>(dst, layout.context_lens)[r] = 0;
     At<int32_t>(dst, layout.selected)[r] = r;
+    At<int32_t>(dst, layout.decode_rows)[r] = r;
     for (int32_t b = 0; b < layout.max_blocks_per_seq; ++b) {
       At<int32_t>(dst,
                   layout.block_tables)[static_cast<int64_t>(r) * layout.max_blocks_per_seq + b] = 0;
@@ -79,9 +88,12 @@ int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& la
   auto* context = At<int32_t>(dst, layout.context_lens);
   auto* selected = At<int32_t>(dst, layout.selected);
   auto* tables = At<int32_t>(dst, layout.block_tables);
+  auto* tiles = At<int32_t>(dst, layout.tiles);
+  auto* decode_rows = At<int32_t>(dst, layout.decode_rows);
   const int32_t stride = layout.max_blocks_per_seq;
   int32_t rows = 0;
   int32_t r = 0;
+  int32_t num_tiles = 0, num_decode = 0;
   for (int32_t e = 0; e < static_cast<int32_t>(plan.entries.size()); ++e) {
     const BatchEntry& entry = plan.entries[e];
     const int32_t len = static_cast<int32_t>(entry.token_ids.size());
@@ -89,6 +101,14 @@ int32_t FillStep(const BatchPlan& plan, int32_t block_size, const StepLayout& la
         (static_cast<int64_t>(entry.start_position) + len + block_size - 1) / block_size;
     for (int32_t b = 0; b < stride; ++b) {
       tables[static_cast<int64_t>(e) * stride + b] = b < needed ? entry.block_table[b] : 0;
+    }
+    if (len >= 2) {
+      for (int32_t first = 0; first < len; first += kStepTileRows, ++num_tiles) {
+        tiles[2 * num_tiles] = r + first;
+        tiles[2 * num_tiles + 1] = std::min(kStepTileRows, len - first);
+      }
+    } else if (len == 1) {
+      decode_rows[num_decode++] = r;
     }
     for (int32_t i = 0; i < len; ++i, ++r) {
       const int32_t position = entry.start_position + i;

@@ -9,7 +9,10 @@
 // reference, otherwise bounds from float32 accumulation (~1e-4) and one BF16 rounding (2^-8
 // relative) of the output.
 // Sliding windows: PagedAttention with a window spanning partitions, one smaller than two
-// blocks, and one larger than the context.
+// blocks, and one larger than the context. PagedAttention over a row subset writes exactly the
+// listed rows. TiledPrefillAttention against the same float64 reference: chunks of 1..70 rows
+// from position 0 and mid-sequence (crossing tile and block boundaries), windows smaller and
+// larger than the chunk, MQA/GQA/MHA, head_dim 6/40/256/512; rows outside the tiles untouched.
 // Not verified: performance, multi-stream use, NaN/Inf inputs, sizes over int32 element counts.
 // Without a CUDA device every test skips with "no CUDA device: <error>".
 #include "engine/backend/cuda/kernels/kernels.h"
@@ -364,9 +367,9 @@ TEST_P(PagedAttentionTest, DecodeAndPrefillMatchReference) {
     DeviceBuffer<int32_t> d_seq(query_seq), d_ctx(ctx);
     DeviceBuffer<float> d_scratch(PagedAttentionScratchFloats(shape, rows, max_len));
     DeviceBuffer<float> d_out(static_cast<size_t>(rows) * c.heads * c.head_dim);
-    CUDA_OK(PagedAttention(shape, d_q.get(), d_seq.get(), d_ctx.get(), rows, max_len,
-                           d_tables.get(), d_kc.get(), d_vc.get(), d_scratch.get(), d_out.get(),
-                           nullptr));
+    CUDA_OK(PagedAttention(shape, d_q.get(), d_seq.get(), d_ctx.get(), /*rows=*/nullptr, rows,
+                           max_len, d_tables.get(), d_kc.get(), d_vc.get(), d_scratch.get(),
+                           d_out.get(), nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<float> out = d_out.Download();
     std::vector<double> want;
@@ -402,6 +405,181 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.partition_size) + "w" + std::to_string(c.window) + "i" +
              std::to_string(info.index);
     });
+
+// Shared set-up of the attention tests below: a cache of random BF16 values for num_seqs
+// sequences of max_len positions over shuffled blocks, and the shape.
+struct AttentionFixture {
+  AttentionFixture(const AttentionCase& c, int num_seqs, int max_len) {
+    max_blocks = (max_len + c.block_size - 1) / c.block_size;
+    const int num_blocks = num_seqs * max_blocks + 3;
+    std::vector<int32_t> pool(num_blocks);
+    std::iota(pool.begin(), pool.end(), 0);
+    std::mt19937 rng(20);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    tables.assign(pool.begin(), pool.begin() + num_seqs * max_blocks);
+    const size_t n = static_cast<size_t>(num_blocks) * c.block_size * c.kv_heads * c.head_dim;
+    kc = RandomBf16(n, 21);
+    vc = RandomBf16(n, 22);
+    shape.num_heads = c.heads;
+    shape.num_kv_heads = c.kv_heads;
+    shape.head_dim = c.head_dim;
+    shape.block_size = c.block_size;
+    shape.max_blocks_per_seq = max_blocks;
+    shape.scale = 1.f / 16.f;
+    shape.logit_softcap = c.softcap;
+    shape.partition_size = c.partition_size;
+    shape.sliding_window = c.window;
+  }
+  int max_blocks = 0;
+  std::vector<int32_t> tables;
+  std::vector<uint16_t> kc, vc;
+  PagedAttentionShape shape;
+};
+
+// Checks rows `checked` of out against the reference and that every other row is still poison
+// (NaN from the 0xFF fill): the kernel wrote exactly its rows.
+void ExpectRows(const AttentionCase& c, const AttentionFixture& f, const std::vector<float>& q,
+                const std::vector<int32_t>& query_seq, const std::vector<int32_t>& ctx,
+                const std::vector<bool>& checked, const std::vector<float>& out) {
+  const size_t width = static_cast<size_t>(c.heads) * c.head_dim;
+  std::vector<double> want;
+  for (size_t r = 0; r < query_seq.size(); ++r) {
+    if (!checked[r]) {
+      for (size_t j = 0; j < width; ++j) {
+        ASSERT_TRUE(std::isnan(out[r * width + j])) << "row " << r << " (not listed) was written";
+      }
+      continue;
+    }
+    ReferenceAttention(c, q, static_cast<int>(r), query_seq[r], ctx[r], f.tables, f.max_blocks,
+                       f.kc, f.vc, &want);
+    for (size_t j = 0; j < width; ++j) {
+      ASSERT_NEAR(out[r * width + j], want[j], 1e-4)
+          << "row " << r << " context " << ctx[r] << " element " << j;
+    }
+  }
+}
+
+// PagedAttention over a subset of the rows (a step's decode rows): the listed rows, in any
+// order, match the reference; the others are not written.
+TEST_P(PagedAttentionTest, RowSubsetComputesOnlyListedRows) {
+  const AttentionCase c = GetParam();
+  const int max_len = 300;
+  const AttentionFixture f(c, 3, max_len);
+  const std::vector<int32_t> query_seq = {0, 1, 2, 2, 1, 0, 2};
+  const std::vector<int32_t> ctx = {1, 17, 300, 0, 140, 33, 299};
+  const std::vector<int32_t> rows = {6, 0, 2, 3, 4};  // 1 and 5 left out; 3 is padding
+  std::vector<bool> checked(query_seq.size(), false);
+  for (int32_t r : rows) checked[r] = true;
+  const int n = static_cast<int>(query_seq.size());
+  const std::vector<float> q =
+      RandomFloats(static_cast<size_t>(n) * c.heads * c.head_dim, 23, c.q_scale);
+  DeviceBuffer<float> d_q(q);
+  DeviceBuffer<int32_t> d_seq(query_seq), d_ctx(ctx), d_rows(rows), d_tables(f.tables);
+  DeviceBuffer<uint16_t> d_kc(f.kc), d_vc(f.vc);
+  const int num_rows = static_cast<int>(rows.size());
+  DeviceBuffer<float> d_scratch(PagedAttentionScratchFloats(f.shape, num_rows, max_len));
+  DeviceBuffer<float> d_out(static_cast<size_t>(n) * c.heads * c.head_dim);
+  CUDA_OK(PagedAttention(f.shape, d_q.get(), d_seq.get(), d_ctx.get(), d_rows.get(), num_rows,
+                         max_len, d_tables.get(), d_kc.get(), d_vc.get(), d_scratch.get(),
+                         d_out.get(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  ExpectRows(c, f, q, query_seq, ctx, checked, d_out.Download());
+}
+
+// The tiled prefill kernel (partition_size is unused). For each chunk length 1..70, one launch
+// over rows laid out as a step would: a decode row of sequence 1 (not in a tile), a chunk of
+// sequence 0 from position 0, another decode row, and a chunk of sequence 2 from position
+// 57 + length % 11 (mid-sequence); each chunk cut into tiles of kPrefillTileRows rows, the last
+// one partial. Row i of a chunk from position p has context length p + i + 1.
+class TiledPrefillAttentionTest : public CudaKernelsTest,
+                                  public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(TiledPrefillAttentionTest, ChunksMatchReference) {
+  const AttentionCase c = GetParam();
+  const int max_len = 140;
+  const AttentionFixture f(c, 3, max_len);
+  DeviceBuffer<int32_t> d_tables(f.tables);
+  DeviceBuffer<uint16_t> d_kc(f.kc), d_vc(f.vc);
+  for (int len = 1; len <= 70; ++len) {
+    std::vector<int32_t> query_seq, ctx, tiles;
+    std::vector<bool> checked;
+    auto chunk = [&](int seq, int start) {
+      const int first = static_cast<int>(query_seq.size());
+      for (int i = 0; i < len; ++i) {
+        query_seq.push_back(seq);
+        ctx.push_back(start + i + 1);
+        checked.push_back(true);
+      }
+      for (int t = 0; t < len; t += kPrefillTileRows) {
+        tiles.push_back(first + t);
+        tiles.push_back(std::min(kPrefillTileRows, len - t));
+      }
+    };
+    auto decode = [&](int seq, int context) {
+      query_seq.push_back(seq);
+      ctx.push_back(context);
+      checked.push_back(false);
+    };
+    decode(1, 90);
+    chunk(0, 0);
+    decode(1, 91);
+    chunk(2, 57 + len % 11);
+    const int n = static_cast<int>(query_seq.size());
+    const std::vector<float> q =
+        RandomFloats(static_cast<size_t>(n) * c.heads * c.head_dim, 30 + len, c.q_scale);
+    DeviceBuffer<float> d_q(q);
+    DeviceBuffer<int32_t> d_seq(query_seq), d_ctx(ctx), d_tiles(tiles);
+    DeviceBuffer<float> d_out(static_cast<size_t>(n) * c.heads * c.head_dim);
+    CUDA_OK(TiledPrefillAttention(f.shape, d_q.get(), d_seq.get(), d_ctx.get(), d_tiles.get(),
+                                  static_cast<int>(tiles.size() / 2), d_tables.get(), d_kc.get(),
+                                  d_vc.get(), d_out.get(), nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    SCOPED_TRACE("chunk length " + std::to_string(len));
+    ExpectRows(c, f, q, query_seq, ctx, checked, d_out.Download());
+    if (HasFatalFailure()) return;
+  }
+}
+
+// A tile whose rows all have context length 0 (padding) outputs zeros; no tiles launches nothing.
+TEST_F(CudaKernelsTest, TiledPrefillAttentionPaddingAndEmpty) {
+  const AttentionCase c{4, 1, 256, 16, 512, 50.f, 1.f};
+  const AttentionFixture f(c, 1, 32);
+  DeviceBuffer<int32_t> d_tables(f.tables);
+  DeviceBuffer<uint16_t> d_kc(f.kc), d_vc(f.vc);
+  const std::vector<float> q = RandomFloats(3 * 4 * 256, 40);
+  DeviceBuffer<float> d_q(q);
+  DeviceBuffer<int32_t> d_seq(std::vector<int32_t>{0, 0, 0}), d_ctx(std::vector<int32_t>{0, 0, 0});
+  DeviceBuffer<int32_t> d_tiles(std::vector<int32_t>{0, 3});
+  DeviceBuffer<float> d_out(3 * 4 * 256);
+  CUDA_OK(TiledPrefillAttention(f.shape, d_q.get(), d_seq.get(), d_ctx.get(), d_tiles.get(), 0,
+                                d_tables.get(), d_kc.get(), d_vc.get(), d_out.get(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  for (float v : d_out.Download()) ASSERT_TRUE(std::isnan(v));  // nothing launched
+  CUDA_OK(TiledPrefillAttention(f.shape, d_q.get(), d_seq.get(), d_ctx.get(), d_tiles.get(), 1,
+                                d_tables.get(), d_kc.get(), d_vc.get(), d_out.get(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  for (float v : d_out.Download()) ASSERT_EQ(v, 0.f);
+}
+
+std::string AttentionCaseName(const ::testing::TestParamInfo<AttentionCase>& info) {
+  const AttentionCase& c = info.param;
+  return "h" + std::to_string(c.heads) + "kv" + std::to_string(c.kv_heads) + "d" +
+         std::to_string(c.head_dim) + "b" + std::to_string(c.block_size) + "w" +
+         std::to_string(c.window) + "i" + std::to_string(info.index);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, TiledPrefillAttentionTest,
+    ::testing::Values(AttentionCase{4, 1, 256, 16, 0, 50.f, 1.f},         // 1B shape (MQA)
+                      AttentionCase{8, 4, 256, 16, 0, 2.f, 4.f},          // GQA 2, cap active
+                      AttentionCase{6, 3, 40, 5, 0, 0.f, 2.f},            // odd sizes, no cap
+                      AttentionCase{3, 3, 6, 7, 0, 1.f, 8.f},             // MHA, tiny head
+                      AttentionCase{8, 1, 40, 3, 0, 0.f, 1.f, 20},        // GQA 8, window 20
+                      AttentionCase{4, 1, 512, 8, 0, 50.f, 1.f},          // head_dim 512: 2 heads
+                      AttentionCase{4, 1, 256, 16, 0, 50.f, 1.f, 100},    // window > chunk
+                      AttentionCase{6, 3, 40, 5, 0, 0.f, 2.f, 7},         // window < chunk
+                      AttentionCase{4, 1, 256, 16, 0, 50.f, 1.f, 4096}),  // window > context
+    AttentionCaseName);
 
 // BF16 output: |err| <= 2^-8 |ref| + 1e-6. Dense gate and up, and the fused [t][gate | up] rows.
 TEST_F(CudaKernelsTest, GeGluMatchesReference) {

@@ -75,23 +75,54 @@ struct PagedAttentionShape {
 int64_t PagedAttentionScratchFloats(const PagedAttentionShape& shape, int num_queries,
                                     int max_context_len);
 
-// Attention for num_queries query rows over the paged cache (the query's K/V must already be in
-// the cache: call RopeAndWriteKv first). Query row r belongs to sequence query_seq[r] and sees
-// the positions [0, context_lens[r]) of that sequence (causality is expressed by context_lens:
-// decode gives one row per sequence with its full length; a prefill chunk gives one row per new
-// token with position + 1). Split-K: each partition of partition_size positions is reduced in
-// one block, then a second kernel combines partial max/sum/output.
-// q: float32 [num_queries][num_heads][head_dim]; query_seq: int32 [num_queries];
-// context_lens: int32 [num_queries], 0 <= len <= max_context_len (0: a padding row, whose output
-// is 0), and
+// Attention for query rows over the paged cache (the query's K/V must already be in the cache:
+// call RopeAndWriteKv first). Query row r belongs to sequence query_seq[r] and sees the positions
+// [0, context_lens[r]) of that sequence (causality is expressed by context_lens: decode gives one
+// row per sequence with its full length; a prefill chunk gives one row per new token with
+// position + 1). Split-K: each partition of partition_size positions is reduced in one block,
+// then a second kernel combines partial max/sum/output. Decode rows use it; prefill chunks are
+// better served by TiledPrefillAttention, which reads the sequence's K/V once per tile of rows.
+// rows: null (the rows 0..num_queries-1) or int32 [num_queries], the query rows to compute (a
+// subset, e.g. a step's decode rows; each in range and listed once); rows not listed are not
+// written.
+// q: float32 [*][num_heads][head_dim]; query_seq, context_lens: int32 [*] indexed by query row;
+// each listed row's 0 <= len <= max_context_len (0: a padding row, whose output is 0), and
 // len <= max_blocks_per_seq * block_size; block_tables: int32 [num_seqs][max_blocks_per_seq];
-// k_cache, v_cache: BF16 cache of one layer; out: float32 [num_queries][num_heads][head_dim];
-// scratch: PagedAttentionScratchFloats(...) floats.
+// k_cache, v_cache: BF16 cache of one layer; out: float32 [*][num_heads][head_dim] indexed by
+// query row; scratch: PagedAttentionScratchFloats(shape, num_queries, max_context_len) floats.
 cudaError_t PagedAttention(const PagedAttentionShape& shape, const float* q,
-                           const int32_t* query_seq, const int32_t* context_lens, int num_queries,
-                           int max_context_len, const int32_t* block_tables,
-                           const uint16_t* k_cache, const uint16_t* v_cache, float* scratch,
-                           float* out, cudaStream_t stream);
+                           const int32_t* query_seq, const int32_t* context_lens,
+                           const int32_t* rows, int num_queries, int max_context_len,
+                           const int32_t* block_tables, const uint16_t* k_cache,
+                           const uint16_t* v_cache, float* scratch, float* out,
+                           cudaStream_t stream);
+
+// The most query rows in one tile of TiledPrefillAttention.
+inline constexpr int kPrefillTileRows = 16;
+
+// Attention for the rows of prefill chunks, a tile at a time. Tile i covers the consecutive query
+// rows [tiles[2i], tiles[2i] + tiles[2i+1]) (1 <= tiles[2i+1] <= kPrefillTileRows), all of ONE
+// sequence (query_seq of the first row is used for the whole tile); row r sees the positions
+// [lo_r, context_lens[r]) with lo_r = max(0, len_r - sliding_window) on sliding layers and 0
+// otherwise, exactly as PagedAttention: the same scores (q.k * scale, then tanh(s/cap)*cap when
+// logit_softcap > 0), the softmax in float32, output rows of context length 0 are 0. One block
+// per (tile, kv head[, slice of its query heads]) streams the union of its rows' positions
+// through shared memory kChunk (16) positions at a time, once, and every row x query head of the
+// GQA group sharing that kv head uses them with an online (flash) softmax; no split-K, no
+// scratch. Dynamic shared memory is ~(kPrefillTileRows * heads_per_block * (2 * head_dim + 19))
+// floats + 64 * head_dim bytes: 149 KB for the 1B shape (all 4 heads of the group per block),
+// so the kernel opts in (cudaFuncSetAttribute) up to the device's per-block opt-in maximum; when
+// a whole group does not fit, a block takes the largest divisor of the group that does.
+// partition_size and max_context_len play no part. q: float32 [*][num_heads][head_dim];
+// query_seq, context_lens: int32 [*] by query row; tiles: int32 [num_tiles][2] (device);
+// block_tables, k_cache, v_cache: as PagedAttention; out: float32 [*][num_heads][head_dim],
+// only the tiles' rows are written. Returns cudaErrorInvalidValue for a bad shape or when no
+// head fits in shared memory; num_tiles == 0 launches nothing.
+cudaError_t TiledPrefillAttention(const PagedAttentionShape& shape, const float* q,
+                                  const int32_t* query_seq, const int32_t* context_lens,
+                                  const int32_t* tiles, int num_tiles, const int32_t* block_tables,
+                                  const uint16_t* k_cache, const uint16_t* v_cache, float* out,
+                                  cudaStream_t stream);
 
 // out[t][i] = gelu_pytorch_tanh(gate[t][i]) * up[t][i], tanh approximation:
 // 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). gate, up: float32 rows `row_stride` floats
