@@ -95,12 +95,15 @@ TEST(StepInputsTest, SplitsLongChunksIntoTiles) {
   ASSERT_EQ(kStepTileRows, 16);
   std::vector<int32_t> table(8);
   for (int32_t i = 0; i < 8; ++i) table[i] = 7 - i;
+  // The entries' spans point into these, which must outlive the plan.
+  const std::vector<int32_t> chunk_1(35, 1), decode_2 = {2}, chunk_3(16, 3), chunk_4(17, 4),
+                                             decode_5 = {5};
   BatchPlan plan;
-  plan.entries.push_back(Entry(1, std::vector<int32_t>(35, 1), 0, table, LogitsMode::kLast));
-  plan.entries.push_back(Entry(2, {2}, 40, table, LogitsMode::kLast));
-  plan.entries.push_back(Entry(3, std::vector<int32_t>(16, 3), 20, table, LogitsMode::kNone));
-  plan.entries.push_back(Entry(4, std::vector<int32_t>(17, 4), 50, table, LogitsMode::kAll));
-  plan.entries.push_back(Entry(5, {5}, 3, table, LogitsMode::kLast));
+  plan.entries.push_back(Entry(1, chunk_1, 0, table, LogitsMode::kLast));
+  plan.entries.push_back(Entry(2, decode_2, 40, table, LogitsMode::kLast));
+  plan.entries.push_back(Entry(3, chunk_3, 20, table, LogitsMode::kNone));
+  plan.entries.push_back(Entry(4, chunk_4, 50, table, LogitsMode::kAll));
+  plan.entries.push_back(Entry(5, decode_5, 3, table, LogitsMode::kLast));
   const StepLayout l = LayoutStep(plan, kBlock);
   EXPECT_EQ(l.num_tokens, 35 + 1 + 16 + 17 + 1);
   EXPECT_EQ(l.num_tiles, 3 + 1 + 2);
