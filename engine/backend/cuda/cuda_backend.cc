@@ -31,22 +31,6 @@ absl::Status CudaError(cudaError_t error, const char* what) {
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(error)));
 }
 
-// cudaGetDeviceCount's failures, worded for an operator.
-absl::Status DeviceCountError(cudaError_t error) {
-  if (error == cudaErrorNoDevice) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("no CUDA device: ", cudaGetErrorString(error)));
-  }
-  if (error == cudaErrorInsufficientDriver) {
-    return absl::FailedPreconditionError(absl::StrCat("no CUDA driver (or one too old for CUDA ",
-                                                      CUDART_VERSION / 1000,
-                                                      "): ", cudaGetErrorString(error)));
-  }
-  return absl::FailedPreconditionError(
-      absl::StrCat("no CUDA driver or device usable: ", cudaGetErrorName(error), ": ",
-                   cudaGetErrorString(error)));
-}
-
 // An error of one step of Forward: INTERNAL, naming the step (never an abort).
 absl::Status StepError(cudaError_t error, const std::string& step) {
   return absl::InternalError(absl::StrCat(
@@ -59,33 +43,6 @@ absl::Status CheckStep(cudaError_t error, const std::string& step) {
 }
 
 }  // namespace
-
-absl::StatusOr<std::vector<CudaDeviceInfo>> ListCudaDevices() {
-  int count = 0;
-  if (cudaError_t error = cudaGetDeviceCount(&count); error != cudaSuccess) {
-    return DeviceCountError(error);
-  }
-  if (count == 0) return absl::FailedPreconditionError("no CUDA device: the driver reports none");
-  std::vector<CudaDeviceInfo> devices;
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp prop{};
-    if (cudaError_t error = cudaGetDeviceProperties(&prop, i); error != cudaSuccess) {
-      return CudaError(error, "cudaGetDeviceProperties");
-    }
-    CudaDeviceInfo info{.index = i,
-                        .name = prop.name,
-                        .total_memory_bytes = static_cast<int64_t>(prop.totalGlobalMem),
-                        .compute_capability_major = prop.major,
-                        .compute_capability_minor = prop.minor};
-    size_t free_bytes = 0, total_bytes = 0;
-    if (cudaSetDevice(i) == cudaSuccess &&
-        cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
-      info.free_memory_bytes = static_cast<int64_t>(free_bytes);
-    }
-    devices.push_back(std::move(info));
-  }
-  return devices;
-}
 
 // Numerics, and where they differ from the CPU backend (engine/backend/cpu/forward_pass.cc, which
 // keeps every activation in float32 over the stored weights):
