@@ -31,49 +31,13 @@
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
 #include "engine/sampling/warpers.h"
+#include "tests/gpu/device_buffer.h"
 
 namespace vg::engine::cuda {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-#define CUDA_OK(expr)                                                                \
-  do {                                                                               \
-    const cudaError_t vg_err_ = (expr);                                              \
-    ASSERT_EQ(vg_err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(vg_err_); \
-  } while (0)
-
-// A device buffer poisoned with 0xFF bytes (NaN for float, -1 for ints).
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
-    err_ = cudaMalloc(&ptr_, std::max<size_t>(count, 1) * sizeof(T));
-    if (err_ == cudaSuccess) err_ = cudaMemset(ptr_, 0xFF, std::max<size_t>(count, 1) * sizeof(T));
-  }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
-    if (err_ == cudaSuccess && !host.empty()) {
-      err_ = cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-    }
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // Null when the allocation or upload failed, so a failure shows as a launch error.
-  T* get() { return err_ == cudaSuccess ? ptr_ : nullptr; }
-  std::vector<T> Download() const {
-    std::vector<T> host(count_);
-    EXPECT_EQ(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost),
-              cudaSuccess);
-    return host;
-  }
-
- private:
-  T* ptr_ = nullptr;
-  size_t count_;
-  cudaError_t err_ = cudaSuccess;
-};
 
 // One row to sample: its logits, parameters and the request's history.
 struct RowCase {

@@ -30,15 +30,10 @@
 #include <vector>
 
 #include "engine/backend/cuda/kernels/gemm.h"
+#include "tests/gpu/device_buffer.h"
 
 namespace vg::engine::cuda {
 namespace {
-
-#define CUDA_OK(expr)                                                                \
-  do {                                                                               \
-    const cudaError_t vg_err_ = (expr);                                              \
-    ASSERT_EQ(vg_err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(vg_err_); \
-  } while (0)
 
 uint16_t ToBf16(float f) {  // round to nearest even (inputs here are finite)
   uint32_t u;
@@ -52,38 +47,6 @@ float FromBf16(uint16_t b) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-
-// A device buffer poisoned with 0xFF bytes (NaN for float32 and BF16, -1 for ints).
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
-    err_ = cudaMalloc(&ptr_, std::max<size_t>(count, 1) * sizeof(T));
-    if (err_ == cudaSuccess) err_ = cudaMemset(ptr_, 0xFF, std::max<size_t>(count, 1) * sizeof(T));
-  }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
-    if (err_ == cudaSuccess) {
-      err_ = cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-    }
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // Null when the allocation or upload failed, so a failure shows as a launch error.
-  T* get() { return err_ == cudaSuccess ? ptr_ : nullptr; }
-  cudaError_t status() const { return err_; }
-  std::vector<T> Download() const {
-    std::vector<T> host(count_);
-    EXPECT_EQ(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost),
-              cudaSuccess);
-    return host;
-  }
-
- private:
-  T* ptr_ = nullptr;
-  size_t count_;
-  cudaError_t err_ = cudaSuccess;
-};
 
 std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.f) {
   std::mt19937 rng(seed);
