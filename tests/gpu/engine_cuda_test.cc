@@ -29,6 +29,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::CollectingSink;
+using testing::RunAll;
 
 constexpr float kRelativeTolerance = 3e-2f;
 
@@ -42,17 +43,6 @@ fs::path Fixture(const std::string& name) { return fs::path(VG_FIXTURES_DIR) / n
 nlohmann::json Reference(const std::string& name) {
   std::ifstream in(Fixture(name) / "reference.json");
   return nlohmann::json::parse(in);
-}
-
-std::vector<CollectingSink::Result> RunAll(Engine& engine, const std::vector<Request>& requests) {
-  std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (const Request& r : requests) {
-    sinks.push_back(std::make_shared<CollectingSink>());
-    EXPECT_TRUE(engine.Submit(r, sinks.back()).ok());
-  }
-  std::vector<CollectingSink::Result> out;
-  for (auto& s : sinks) out.push_back(s->Wait());
-  return out;
 }
 
 class CudaEngineTest : public ::testing::TestWithParam<const char*> {

@@ -18,28 +18,9 @@ namespace {
 using testing::CollectingSink;
 using testing::DeviceSamplingFakeBackend;
 using testing::FakeBackend;
-
-std::unique_ptr<Tokenizer> LoadTokenizer() {
-  auto t = Tokenizer::Load(std::string(VG_SOURCE_DIR) +
-                           "/tests/fixtures/tokenizers/gemma_bpe_700.model");
-  EXPECT_TRUE(t.ok()) << t.status();
-  return *std::move(t);
-}
-
-std::vector<int32_t> Prompt(int32_t n, int32_t salt) {
-  std::vector<int32_t> out = {2};
-  for (int32_t i = 1; i < n; ++i) out.push_back(10 + (i * 31 + salt * 7) % 600);
-  return out;
-}
-
-Request MakeRequest(const std::string& id, std::vector<int32_t> prompt, int32_t max_new) {
-  Request r;
-  r.id = id;
-  r.prompt_token_ids = std::move(prompt);
-  r.stopping.max_new_tokens = max_new;
-  r.stopping.ignore_eos = true;
-  return r;
-}
+using testing::LoadTokenizer;
+using testing::MakeRequest;
+using testing::Prompt;
 
 // One engine over a backend of type B (FakeBackend: host sampling; DeviceSamplingFakeBackend).
 template <typename B>

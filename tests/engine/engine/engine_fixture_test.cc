@@ -22,6 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::CollectingSink;
+using testing::RunAll;
 
 fs::path Fixture(const std::string& name) {
   return fs::path(VG_SOURCE_DIR) / "tests" / "fixtures" / name;
@@ -67,17 +68,6 @@ std::vector<Request> MixedRequests(const std::string& fixture, const Tokenizer& 
     }
     out.push_back(std::move(r));
   }
-  return out;
-}
-
-std::vector<CollectingSink::Result> RunAll(Engine& engine, const std::vector<Request>& requests) {
-  std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (const Request& r : requests) {
-    sinks.push_back(std::make_shared<CollectingSink>());
-    EXPECT_TRUE(engine.Submit(r, sinks.back()).ok());
-  }
-  std::vector<CollectingSink::Result> out;
-  for (auto& s : sinks) out.push_back(s->Wait());
   return out;
 }
 

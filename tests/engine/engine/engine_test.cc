@@ -20,13 +20,9 @@ namespace {
 using testing::CollectingSink;
 using testing::FakeBackend;
 using testing::FakeClock;
-
-std::unique_ptr<Tokenizer> LoadTokenizer() {
-  auto t = Tokenizer::Load(std::string(VG_SOURCE_DIR) +
-                           "/tests/fixtures/tokenizers/gemma_bpe_700.model");
-  EXPECT_TRUE(t.ok()) << t.status();
-  return *std::move(t);
-}
+using testing::LoadTokenizer;
+using testing::MakeRequest;
+using testing::Prompt;
 
 ModelConfig Config(int64_t vocab, int64_t context = 128) {
   ModelConfig c;
@@ -34,21 +30,6 @@ ModelConfig Config(int64_t vocab, int64_t context = 128) {
   c.max_position_embeddings = context;
   c.eos_token_ids = {1};
   return c;
-}
-
-std::vector<int32_t> Prompt(int32_t n, int32_t salt) {
-  std::vector<int32_t> out = {2};
-  for (int32_t i = 1; i < n; ++i) out.push_back(10 + (i * 31 + salt * 7) % 600);
-  return out;
-}
-
-Request MakeRequest(const std::string& id, std::vector<int32_t> prompt, int32_t max_new) {
-  Request r;
-  r.id = id;
-  r.prompt_token_ids = std::move(prompt);
-  r.stopping.max_new_tokens = max_new;
-  r.stopping.ignore_eos = true;
-  return r;
 }
 
 struct Harness {

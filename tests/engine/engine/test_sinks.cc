@@ -1,10 +1,14 @@
 #include "tests/engine/engine/test_sinks.h"
 
 #include <chrono>
+#include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/sampling/row_sampler.h"
+#include "gtest/gtest.h"
 
 namespace vg::engine::testing {
 
@@ -117,6 +121,39 @@ absl::Status DeviceSamplingFakeBackend::ForwardAndSample(const BatchPlan& plan,
   }
   sampled_rows += static_cast<int64_t>(rows.size());
   return absl::OkStatus();
+}
+
+std::unique_ptr<Tokenizer> LoadTokenizer() {
+  auto t = Tokenizer::Load(std::string(VG_SOURCE_DIR) +
+                           "/tests/fixtures/tokenizers/gemma_bpe_700.model");
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : nullptr;
+}
+
+std::vector<int32_t> Prompt(int32_t n, int32_t salt) {
+  std::vector<int32_t> out = {2};
+  for (int32_t i = 1; i < n; ++i) out.push_back(10 + (i * 31 + salt * 7) % 600);
+  return out;
+}
+
+Request MakeRequest(const std::string& id, std::vector<int32_t> prompt, int32_t max_new) {
+  Request r;
+  r.id = id;
+  r.prompt_token_ids = std::move(prompt);
+  r.stopping.max_new_tokens = max_new;
+  r.stopping.ignore_eos = true;
+  return r;
+}
+
+std::vector<CollectingSink::Result> RunAll(Engine& engine, const std::vector<Request>& requests) {
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (const Request& r : requests) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    EXPECT_TRUE(engine.Submit(r, sinks.back()).ok());
+  }
+  std::vector<CollectingSink::Result> out;
+  for (auto& s : sinks) out.push_back(s->Wait());
+  return out;
 }
 
 }  // namespace vg::engine::testing

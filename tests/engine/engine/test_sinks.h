@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -14,7 +15,9 @@
 
 #include "engine/backend/backend.h"
 #include "engine/clock.h"
+#include "engine/engine.h"
 #include "engine/request.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace vg::engine::testing {
 
@@ -97,6 +100,18 @@ class FakeClock : public Clock {
  private:
   std::atomic<double> now_{1000.0};
 };
+
+// The committed 700-piece test tokenizer (tests/fixtures/tokenizers/gemma_bpe_700.model).
+std::unique_ptr<Tokenizer> LoadTokenizer();
+
+// BOS (2) then n - 1 ids in [10, 610), varied by salt.
+std::vector<int32_t> Prompt(int32_t n, int32_t salt);
+
+// A greedy request generating exactly max_new tokens (ignore_eos).
+Request MakeRequest(const std::string& id, std::vector<int32_t> prompt, int32_t max_new);
+
+// Submits every request (each must be accepted) and waits for all of them; results in order.
+std::vector<CollectingSink::Result> RunAll(Engine& engine, const std::vector<Request>& requests);
 
 }  // namespace vg::engine::testing
 
