@@ -98,7 +98,10 @@ absl::Status DeviceSampler::Enqueue(const float* logits, int vocab,
   const size_t bytes = AlignUp(count_values_at + counts * sizeof(int32_t));
   if (absl::Status s = Grow(inputs_, bytes, "sampling parameters"); !s.ok()) return s;
   if (absl::Status s = Grow(outputs_, n * sizeof(DeviceSample), "samples"); !s.ok()) return s;
-  if (absl::Status s = ReserveScratch(vocab); !s.ok()) return s;
+  // Sized once per backend (the vocabulary does not change); usually already done at Create.
+  if (scratch_ == nullptr) {
+    if (absl::Status s = ReserveScratch(vocab); !s.ok()) return s;
+  }
 
   auto* host = static_cast<std::byte*>(inputs_.host);
   auto* params = reinterpret_cast<DeviceSamplingRow*>(host + params_at);

@@ -32,7 +32,8 @@ class DeviceSampler {
   DeviceSampler& operator=(const DeviceSampler&) = delete;
 
   // Allocates the sort scratch for kRowsPerLaunch rows of `vocab` on the current device (so that
-  // the KV pool is sized after it). RESOURCE_EXHAUSTED when the device has no room.
+  // the KV pool is sized after it); Enqueue does it on first use otherwise. One vocabulary per
+  // DeviceSampler. RESOURCE_EXHAUSTED when the device has no room.
   absl::Status ReserveScratch(int vocab);
 
   // Enqueues on `stream`: the upload of `rows`, SampleRows over logits (device, float

@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "engine/backend/cuda/kernels/kernels.h"
 
@@ -328,6 +331,29 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+namespace {
+
+// Per device: its shared-memory and multiprocessor counts, read once, and the dynamic shared
+// memory TiledKernel has been allowed so far. Guarded by `mu` (backends on several threads).
+struct DeviceLimits {
+  std::mutex mu;
+  int max_shared = 0;
+  int sms = 0;  // 0 until read
+  size_t shared_opt_in = 48 * 1024;
+};
+
+DeviceLimits& LimitsOf(int device) {
+  static std::mutex map_mu;
+  static std::map<int, std::unique_ptr<DeviceLimits>>* limits =
+      new std::map<int, std::unique_ptr<DeviceLimits>>();  // never destroyed: used until exit
+  std::lock_guard<std::mutex> lock(map_mu);
+  std::unique_ptr<DeviceLimits>& entry = (*limits)[device];
+  if (entry == nullptr) entry = std::make_unique<DeviceLimits>();
+  return *entry;
+}
+
+}  // namespace
+
 cudaError_t TiledPrefillAttention(const PagedAttentionShape& shape, const float* q,
                                   const int32_t* query_seq, const int32_t* context_lens,
                                   const int32_t* tiles, int num_tiles, const int32_t* block_tables,
@@ -340,15 +366,23 @@ cudaError_t TiledPrefillAttention(const PagedAttentionShape& shape, const float*
     return cudaErrorInvalidValue;
   }
   if (num_tiles == 0) return cudaSuccess;
-  int device = 0, max_shared = 0, sms = 0;
+  int device = 0;
   cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  }
-  if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
   if (err != cudaSuccess) return err;
+  DeviceLimits& limits = LimitsOf(device);  // cached: this launch runs 26 times a prefill step
+  std::lock_guard<std::mutex> lock(limits.mu);
+  if (limits.sms == 0) {
+    err =
+        cudaDeviceGetAttribute(&limits.max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (err == cudaSuccess) {
+      err = cudaDeviceGetAttribute(&limits.sms, cudaDevAttrMultiProcessorCount, device);
+    }
+    if (err != cudaSuccess) {
+      limits.sms = 0;
+      return err;
+    }
+  }
+  const int max_shared = limits.max_shared, sms = limits.sms;
   // As many of the group's heads per block as fit (each K/V chunk then serves them all), unless
   // that leaves fewer than two blocks per multiprocessor: then as few as fit, for parallelism
   // (a 512-token chunk is only 32 tiles). Each h reads the K/V once per tile per block.
@@ -365,9 +399,14 @@ cudaError_t TiledPrefillAttention(const PagedAttentionShape& shape, const float*
   }
   if (heads_per_block == 0) return cudaErrorInvalidValue;
   const size_t shared = TiledSharedBytes(heads_per_block, shape.head_dim);
-  err = cudaFuncSetAttribute(TiledKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(shared));
-  if (err != cudaSuccess) return err;
+  // The kernel's opt-in limit only ever grows, so a launch by another caller with a smaller
+  // need on the same device cannot lower it under this one.
+  if (shared > limits.shared_opt_in) {
+    err = cudaFuncSetAttribute(TiledKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(shared));
+    if (err != cudaSuccess) return err;
+    limits.shared_opt_in = shared;
+  }
   const int blocks_y = shape.num_kv_heads * (group / heads_per_block);
   if (blocks_y > 65535) return cudaErrorInvalidValue;
   TiledKernel<<<dim3(num_tiles, blocks_y), kThreads, shared, stream>>>(
